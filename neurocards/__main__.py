@@ -1,0 +1,5 @@
+import sys
+
+from neurocards.cli import main
+
+sys.exit(main())

@@ -1,0 +1,149 @@
+"""Wiring: one process, one event loop, the bot's long polling and the engine side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from neurocards.bot.fsm_storage import SQLiteStorage
+from neurocards.bot.handlers import create, menu
+from neurocards.bot.middlewares import (
+    ServicesMiddleware,
+    ThrottlingMiddleware,
+    UserTrackingMiddleware,
+)
+from neurocards.bot.notifier import TelegramNotifier
+from neurocards.bot.services import Services
+from neurocards.config import Config
+from neurocards.jobs.engine import Engine
+from neurocards.jobs.orders import Orders
+from neurocards.jobs.prompting import PromptBuilder
+from neurocards.jobs.templates import TemplateCatalog
+from neurocards.providers.base import VideoProvider
+from neurocards.store.db import Database
+from neurocards.store.jobs import JobStore
+from neurocards.store.users import ProductStore, UserStore
+
+log = logging.getLogger("neurocards")
+
+
+def build_provider(config: Config) -> VideoProvider:
+    if config.sandbox:
+        from neurocards.providers.sandbox import SandboxProvider
+
+        return SandboxProvider(config.storage.dir / "sandbox")
+    from neurocards.providers.kie import KieProvider
+
+    return KieProvider(config.kie)
+
+
+def sweep_storage(config: Config, now: float | None = None) -> int:
+    """Delete stored photos and videos older than storage.retention_days; returns files removed."""
+    cutoff = (now or time.time()) - config.storage.retention_days * 86400
+    removed = 0
+    for folder in (config.storage.photos_dir, config.storage.outputs_dir):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+    if removed:
+        log.info("storage sweep removed %d old files", removed)
+    return removed
+
+
+class Application:
+    def __init__(self, config: Config, provider: VideoProvider | None = None) -> None:
+        self.config = config
+        self._provider = provider
+        self._polling: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.storage.dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(sweep_storage, cfg)
+        self.db = await Database.open(cfg.storage.database)
+        self.templates = TemplateCatalog.load(cfg.generation.prompts_file)
+        self.provider = self._provider or build_provider(cfg)
+        self.users = UserStore(self.db)
+        self.products = ProductStore(self.db)
+        self.jobs = JobStore(self.db)
+        session = AiohttpSession(api=TelegramAPIServer.from_base(cfg.telegram.api_base),
+                                 timeout=cfg.telegram.request_timeout_s)
+        self.bot = Bot(cfg.telegram.token, session=session,
+                       default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+        self.notifier = TelegramNotifier(
+            self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
+            max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024)
+        self.prompts = PromptBuilder(cfg.openai)
+        self.engine = Engine(
+            config=cfg, jobs=self.jobs, users=self.users, products=self.products, provider=self.provider,
+            notifier=self.notifier, templates=self.templates, prompts=self.prompts)
+        self.orders = Orders(cfg, self.jobs, self.templates, self.provider.name, on_new_jobs=self.engine.wake)
+        services = Services(config=cfg, db=self.db, users=self.users, products=self.products, jobs=self.jobs,
+                            orders=self.orders, templates=self.templates)
+        self.dp = Dispatcher(storage=SQLiteStorage(self.db))
+        for observer in (self.dp.message, self.dp.callback_query):
+            observer.outer_middleware(ThrottlingMiddleware())
+            observer.outer_middleware(ServicesMiddleware(services))
+            observer.outer_middleware(UserTrackingMiddleware(services))
+        self.dp.include_routers(menu.router, create.router)
+
+        resumed = await self.engine.start()
+        self.scheduler = AsyncIOScheduler()
+        self.scheduler.add_job(self.engine.notify_long_waits, "interval", seconds=30, id="long-waits",
+                               max_instances=1, coalesce=True)
+        self.scheduler.add_job(sweep_storage, "interval", hours=24, args=[cfg], id="sweep",
+                               max_instances=1, coalesce=True)
+        self.scheduler.start()
+        self._polling = asyncio.create_task(
+            self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False,
+                                  polling_timeout=cfg.telegram.polling_timeout_s),
+            name="polling")
+        log.info("neurocards started (provider %s, %d jobs resumed)", self.provider.name, resumed)
+
+    async def stop(self) -> None:
+        if self._polling is not None:
+            with contextlib.suppress(Exception):
+                await self.dp.stop_polling()
+            self._polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._polling
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown(wait=False)
+        await self.engine.stop()
+        await self.prompts.aclose()
+        await self.provider.aclose()
+        await self.bot.session.close()
+        await self.db.close()
+        self._stopped.set()
+
+    async def run_until_signal(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        polling = self._polling
+        assert polling is not None
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, polling}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        log.info("neurocards stopping")
+        await self.stop()

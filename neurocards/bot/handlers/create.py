@@ -1,0 +1,200 @@
+"""The creation dialogue: photo → description → template → wishes → quantity → confirm."""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+
+from neurocards.bot import keyboards, texts
+from neurocards.bot.handlers.common import show
+from neurocards.bot.keyboards import AgainCb, ConfirmCb, QuantityCb, TemplateCb, WishesCb
+from neurocards.bot.services import Services
+from neurocards.bot.states import CreateVideo
+from neurocards.jobs.orders import QUANTITIES
+from neurocards.jobs.products import MAX_DESCRIPTION_CHARS, PhotoRejected, save_product_photo
+from neurocards.store.jobs import DuplicateRequest, InsufficientCredits
+from neurocards.store.users import User
+
+log = logging.getLogger("neurocards.bot")
+router = Router(name="create")
+
+IMAGE_DOCUMENT = F.document.mime_type.in_({"image/jpeg", "image/png", "image/webp"})
+
+
+@router.message(F.photo | IMAGE_DOCUMENT)
+async def got_photo(message: Message, bot: Bot, state: FSMContext, svc: Services, user: User) -> None:
+    """A photo at any moment starts a new product; jobs already running go on."""
+    file_id = message.photo[-1].file_id if message.photo else message.document.file_id  # type: ignore[union-attr]
+    size = message.photo[-1].file_size if message.photo else message.document.file_size  # type: ignore[union-attr]
+    if size and size > 20 * 1024 * 1024:
+        await message.answer(texts.PHOTO_PROBLEMS["too_large"])
+        return
+    try:
+        buffer = io.BytesIO()
+        await bot.download(file_id, destination=buffer)
+    except TelegramAPIError as exc:
+        log.warning("user %d: photo download failed: %s", user.id, exc)
+        await message.answer(texts.PHOTO_DOWNLOAD_FAILED)
+        return
+    try:
+        product_id = await save_product_photo(svc.config, svc.products, user.id, file_id, buffer.getvalue())
+    except PhotoRejected as exc:
+        await message.answer(texts.PHOTO_PROBLEMS[exc.problem.value])
+        return
+    await state.clear()
+    await state.set_state(CreateVideo.description)
+    await state.update_data(product_id=product_id)
+    await message.answer(texts.ASK_DESCRIPTION, reply_markup=keyboards.cancel_only())
+
+
+@router.message(CreateVideo.photo)
+async def expected_photo(message: Message) -> None:
+    await message.answer(texts.NOT_A_PHOTO, reply_markup=keyboards.cancel_only())
+
+
+@router.message(CreateVideo.description)
+async def got_description(message: Message, state: FSMContext, svc: Services) -> None:
+    text = (message.text or "").strip()
+    if not text:
+        await message.answer(texts.DESCRIPTION_EMPTY)
+        return
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        await message.answer(texts.description_too_long(MAX_DESCRIPTION_CHARS))
+        return
+    data = await state.get_data()
+    product_id = int(data["product_id"])
+    await svc.products.set_description(product_id, text)
+    await state.set_state(CreateVideo.template)
+    await message.answer(texts.ASK_TEMPLATE, reply_markup=keyboards.templates(product_id, svc.templates.ordered))
+
+
+@router.callback_query(AgainCb.filter())
+async def again(query: CallbackQuery, callback_data: AgainCb, state: FSMContext, svc: Services,
+                user: User) -> None:
+    product = await svc.products.get(callback_data.product_id)
+    if product is None or product.user_id != user.id or not product.description:
+        await query.answer(texts.PRODUCT_GONE, show_alert=True)
+        return
+    await query.answer()
+    await state.clear()
+    await state.set_state(CreateVideo.template)
+    await state.update_data(product_id=product.id)
+    if query.message is not None:
+        await query.message.answer(texts.ASK_TEMPLATE,
+                                   reply_markup=keyboards.templates(product.id, svc.templates.ordered))
+
+
+@router.callback_query(TemplateCb.filter())
+async def chose_template(query: CallbackQuery, callback_data: TemplateCb, state: FSMContext,
+                         svc: Services, user: User) -> None:
+    product = await svc.products.get(callback_data.product_id)
+    template = svc.templates.get(callback_data.template)
+    if product is None or product.user_id != user.id or template is None or not product.description:
+        await query.answer(texts.SESSION_EXPIRED, show_alert=True)
+        return
+    await query.answer()
+    await state.set_state(CreateVideo.wishes)
+    await state.update_data(product_id=product.id, template=template.id, wishes="")
+    await show(query, texts.ASK_WISHES, keyboards.wishes())
+
+
+async def _ask_quantity(target: Message, svc: Services, state: FSMContext) -> None:
+    await state.set_state(CreateVideo.quantity)
+    await target.answer(texts.ASK_QUANTITY, reply_markup=keyboards.quantities(QUANTITIES, svc.config.credits.per_video))
+
+
+@router.message(CreateVideo.wishes)
+async def got_wishes(message: Message, state: FSMContext, svc: Services) -> None:
+    text = (message.text or "").strip()
+    if not text:
+        await message.answer(texts.ASK_WISHES, reply_markup=keyboards.wishes())
+        return
+    await state.update_data(wishes=text[:MAX_DESCRIPTION_CHARS])
+    await _ask_quantity(message, svc, state)
+
+
+@router.callback_query(WishesCb.filter(F.action == "skip"), CreateVideo.wishes)
+async def skip_wishes(query: CallbackQuery, state: FSMContext, svc: Services) -> None:
+    await query.answer()
+    await state.update_data(wishes="")
+    if query.message is not None:
+        await _ask_quantity(query.message, svc, state)  # type: ignore[arg-type]
+
+
+@router.callback_query(QuantityCb.filter(), CreateVideo.quantity)
+async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, state: FSMContext,
+                         svc: Services, user: User) -> None:
+    if callback_data.count not in QUANTITIES:
+        await query.answer(texts.SESSION_EXPIRED, show_alert=True)
+        return
+    data = await state.get_data()
+    product = await svc.products.get(int(data["product_id"]))
+    template = svc.templates.get(str(data.get("template")))
+    if product is None or template is None:
+        await query.answer(texts.SESSION_EXPIRED, show_alert=True)
+        return
+    await query.answer()
+    nonce = secrets.token_hex(6)
+    await state.set_state(CreateVideo.confirm)
+    await state.update_data(count=callback_data.count, nonce=nonce)
+    quote = svc.orders.quote(callback_data.count, await svc.users.balance(user.id))
+    if not quote.affordable:
+        await show(query, texts.not_enough_credits(quote.cost, quote.balance), keyboards.not_enough(nonce))
+        return
+    await show(query, texts.confirm(product.description or "", template.title, data.get("wishes", ""),
+                                    quote.count, quote.cost, quote.balance), keyboards.confirm(nonce))
+
+
+@router.callback_query(ConfirmCb.filter())
+async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMContext, svc: Services,
+                    user: User) -> None:
+    data = await state.get_data()
+    if data.get("nonce") != callback_data.nonce:
+        # An old confirmation screen: maybe already launched, maybe abandoned. Change nothing.
+        await query.answer(texts.SESSION_EXPIRED, show_alert=True)
+        return
+    if callback_data.action == "cancel":
+        await query.answer()
+        await state.clear()
+        await show(query, texts.CANCELLED, keyboards.menu_only())
+        return
+    if callback_data.action == "edit":
+        await query.answer()
+        product_id = int(data["product_id"])
+        await state.set_state(CreateVideo.template)
+        await show(query, texts.ASK_TEMPLATE, keyboards.templates(product_id, svc.templates.ordered))
+        return
+    chat_id = query.message.chat.id if query.message else user.id
+    try:
+        created = await svc.orders.launch(
+            user_id=user.id, chat_id=chat_id, product_id=int(data["product_id"]),
+            template_id=str(data["template"]), wishes=str(data.get("wishes", "")),
+            count=int(data["count"]), request_key=f"{user.id}:{callback_data.nonce}")
+    except DuplicateRequest:
+        await query.answer(texts.ALREADY_LAUNCHED)
+        return
+    except InsufficientCredits as exc:
+        await query.answer()
+        await show(query, texts.not_enough_credits(exc.cost, exc.balance), keyboards.not_enough(callback_data.nonce))
+        return
+    await query.answer()
+    await state.clear()
+    log.info("user %d: launched jobs %s", user.id, created.job_ids)
+    await show(query, texts.accepted(len(created.job_ids), created.balance), keyboards.menu_only())
+
+
+@router.message()
+async def anything_else(message: Message) -> None:
+    await message.answer(texts.UNKNOWN_INPUT, reply_markup=keyboards.menu_only())
+
+
+@router.callback_query()
+async def stale_button(query: CallbackQuery) -> None:
+    """Old, forged or no longer valid buttons: a polite answer, nothing changes."""
+    await query.answer(texts.SESSION_EXPIRED, show_alert=True)

@@ -1,0 +1,122 @@
+"""Callback data classes and inline keyboards."""
+
+from __future__ import annotations
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from neurocards.bot import texts
+from neurocards.jobs.templates import Template
+
+
+class MenuCb(CallbackData, prefix="m"):
+    action: str  # create | balance | support | home
+
+
+class TemplateCb(CallbackData, prefix="t"):
+    product_id: int
+    template: str
+
+
+class WishesCb(CallbackData, prefix="w"):
+    action: str  # skip
+
+
+class QuantityCb(CallbackData, prefix="q"):
+    count: int
+
+
+class ConfirmCb(CallbackData, prefix="c"):
+    action: str  # launch | edit | cancel
+    nonce: str
+
+
+class AgainCb(CallbackData, prefix="a"):
+    product_id: int
+
+
+def main_menu() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_CREATE, callback_data=MenuCb(action="create"))
+    kb.button(text=texts.BTN_BALANCE, callback_data=MenuCb(action="balance"))
+    kb.button(text=texts.BTN_SUPPORT, callback_data=MenuCb(action="support"))
+    kb.adjust(1, 2)
+    return kb.as_markup()
+
+
+def menu_only() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text=texts.BTN_MENU, callback_data=MenuCb(action="home").pack())]])
+
+
+def cancel_only() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home").pack())]])
+
+
+def templates(product_id: int, items: list[Template]) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for item in items:
+        kb.button(text=item.title, callback_data=TemplateCb(product_id=product_id, template=item.id))
+    kb.button(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def wishes() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_SKIP, callback_data=WishesCb(action="skip"))
+    kb.button(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def quantities(options: tuple[int, ...], per_video: int) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for count in options:
+        kb.button(text=texts.qty_button(count, count * per_video), callback_data=QuantityCb(count=count))
+    kb.button(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home"))
+    kb.adjust(2, 2, 1)
+    return kb.as_markup()
+
+
+def confirm(nonce: str) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_LAUNCH, callback_data=ConfirmCb(action="launch", nonce=nonce))
+    kb.button(text=texts.BTN_EDIT, callback_data=ConfirmCb(action="edit", nonce=nonce))
+    kb.button(text=texts.BTN_CANCEL, callback_data=ConfirmCb(action="cancel", nonce=nonce))
+    kb.adjust(1, 2)
+    return kb.as_markup()
+
+
+def not_enough(nonce: str) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_EDIT, callback_data=ConfirmCb(action="edit", nonce=nonce))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def video_result(product_id: int) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_AGAIN_PRODUCT, callback_data=AgainCb(product_id=product_id))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def failed_retry(product_id: int) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_TRY_AGAIN, callback_data=AgainCb(product_id=product_id))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def failed_violation() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_OTHER_PHOTO, callback_data=MenuCb(action="create"))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()

@@ -1,0 +1,83 @@
+"""Injecting services, tracking users, keeping one user from flooding the bot."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.types import CallbackQuery, Message, TelegramObject
+
+from neurocards.bot import texts
+from neurocards.bot.services import Services
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+class ServicesMiddleware(BaseMiddleware):
+    """Gives every handler the stores and services as `svc`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        data["svc"] = self.services
+        return await handler(event, data)
+
+
+class UserTrackingMiddleware(BaseMiddleware):
+    """Creates/refreshes the user (welcome credits once) and stops banned users here."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        tg_user = getattr(event, "from_user", None)
+        if tg_user is None or tg_user.is_bot:
+            return await handler(event, data)
+        user, created = await self.services.users.touch(
+            tg_user.id,
+            username=tg_user.username,
+            first_name=tg_user.first_name,
+            language=tg_user.language_code,
+            welcome_credits=self.services.config.credits.welcome,
+        )
+        if user.is_banned:
+            if isinstance(event, CallbackQuery):
+                await event.answer(texts.BANNED, show_alert=True)
+            elif isinstance(event, Message):
+                await event.answer(texts.BANNED)
+            return None
+        data["user"] = user
+        data["is_new_user"] = created
+        return await handler(event, data)
+
+
+class ThrottlingMiddleware(BaseMiddleware):
+    """Drops updates from a user who sends faster than `rate` per second (bounded memory)."""
+
+    def __init__(self, rate_per_s: float = 4.0, burst: int = 8, max_users: int = 100_000) -> None:
+        self.rate = rate_per_s
+        self.burst = burst
+        self.max_users = max_users
+        self._buckets: OrderedDict[int, tuple[float, float]] = OrderedDict()
+
+    def _allow(self, user_id: int) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.pop(user_id, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1
+        self._buckets[user_id] = (tokens - 1 if allowed else tokens, now)
+        if len(self._buckets) > self.max_users:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        tg_user = getattr(event, "from_user", None)
+        if tg_user is None or self._allow(tg_user.id):
+            return await handler(event, data)
+        if isinstance(event, CallbackQuery):
+            await event.answer(texts.TOO_FAST)
+        return None

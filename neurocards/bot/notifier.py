@@ -1,0 +1,104 @@
+"""The engine's chat side: videos and job news sent through aiogram."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import FSInputFile
+
+from neurocards.bot import keyboards, texts
+from neurocards.jobs.failures import Failure, FailureClass
+from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
+from neurocards.store.jobs import Job
+
+log = logging.getLogger("neurocards.delivery")
+
+
+class TelegramNotifier:
+    def __init__(self, bot: Bot, *, admin_ids: tuple[int, ...], support_username: str,
+                 max_upload_bytes: int) -> None:
+        self.bot = bot
+        self.admin_ids = admin_ids
+        self.support_username = support_username
+        self.max_upload_bytes = max_upload_bytes
+
+    async def deliver_video(self, job: Job, path: Path | None, balance: int) -> str:
+        if job.video_file_id:
+            video: FSInputFile | str = job.video_file_id
+        elif path is not None:
+            if path.stat().st_size > self.max_upload_bytes:
+                raise DeliveryError(DeliveryErrorKind.TOO_LARGE, f"{path.stat().st_size} bytes")
+            video = FSInputFile(path, filename=f"neurocards_{job.id}.mp4")
+        else:
+            raise DeliveryError(DeliveryErrorKind.REJECTED, "nothing to send")
+        try:
+            message = await self.bot.send_video(
+                job.chat_id, video, caption=texts.video_ready(balance),
+                reply_markup=keyboards.video_result(job.product_id), supports_streaming=True)
+        except TelegramRetryAfter as exc:
+            raise DeliveryError(DeliveryErrorKind.RETRY_AFTER, exc.message, float(exc.retry_after)) from None
+        except TelegramForbiddenError as exc:
+            raise DeliveryError(DeliveryErrorKind.FORBIDDEN, exc.message) from None
+        except TelegramEntityTooLarge as exc:
+            raise DeliveryError(DeliveryErrorKind.TOO_LARGE, exc.message) from None
+        except TelegramBadRequest as exc:
+            raise DeliveryError(DeliveryErrorKind.REJECTED, exc.message) from None
+        except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
+            raise DeliveryError(DeliveryErrorKind.NETWORK, str(exc)) from None
+        if message.video is not None:
+            return message.video.file_id
+        if message.document is not None:
+            return message.document.file_id
+        raise DeliveryError(DeliveryErrorKind.REJECTED, "Telegram returned no video")
+
+    async def job_retrying(self, job: Job, failure: Failure) -> None:
+        await self.bot.send_message(job.chat_id, texts.FIRST_RETRY)
+
+    async def job_failed(self, job: Job, failure: Failure, attempts: int, balance: int) -> None:
+        cls = failure.cls
+        if cls is FailureClass.USER_VIOLATION:
+            reason = texts.VIOLATION_REASONS["people"] if _mentions_people(failure.text) \
+                else texts.VIOLATION_REASONS["default"]
+            await self.bot.send_message(job.chat_id, texts.failed_violation(reason, balance),
+                                        reply_markup=keyboards.failed_violation())
+        elif cls in (FailureClass.BILLING, FailureClass.OUR_BUG):
+            await self.bot.send_message(job.chat_id, texts.failed_technical(balance, self.support_username),
+                                        reply_markup=keyboards.failed_retry(job.product_id))
+        elif cls is FailureClass.TIMEOUT:
+            await self.bot.send_message(job.chat_id, texts.failed_timeout(balance),
+                                        reply_markup=keyboards.failed_retry(job.product_id))
+        elif cls is FailureClass.PHOTO_GONE:
+            await self.bot.send_message(job.chat_id, texts.failed_photo_gone(balance),
+                                        reply_markup=keyboards.failed_violation())
+        else:
+            await self.bot.send_message(job.chat_id, texts.failed_after_retries(attempts, balance),
+                                        reply_markup=keyboards.failed_retry(job.product_id))
+
+    async def delivery_failed(self, job: Job, balance: int) -> None:
+        await self.bot.send_message(job.chat_id, texts.delivery_failed(balance),
+                                    reply_markup=keyboards.failed_retry(job.product_id))
+
+    async def job_waiting(self, job: Job, eta_minutes: int) -> None:
+        await self.bot.send_message(job.chat_id, texts.queue_wait(eta_minutes))
+
+    async def alert_admins(self, text: str) -> None:
+        for admin_id in self.admin_ids:
+            try:
+                await self.bot.send_message(admin_id, f"⚠️ {text}", parse_mode=None)
+            except Exception as exc:  # an unreachable admin must not stop the others
+                log.warning("alert to admin %d failed: %s", admin_id, type(exc).__name__)
+
+
+def _mentions_people(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in ("people", "face", "person", "minor", "human"))

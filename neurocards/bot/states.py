@@ -1,0 +1,10 @@
+from aiogram.fsm.state import State, StatesGroup
+
+
+class CreateVideo(StatesGroup):
+    photo = State()
+    description = State()
+    template = State()
+    wishes = State()
+    quantity = State()
+    confirm = State()

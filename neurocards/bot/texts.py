@@ -1,0 +1,187 @@
+"""Every user-facing text of the bot (Russian). Messages use HTML parse mode."""
+
+from __future__ import annotations
+
+from html import escape
+
+# ---- buttons -------------------------------------------------------------
+BTN_CREATE = "🎬 Создать видео"
+BTN_BALANCE = "💰 Баланс"
+BTN_SUPPORT = "🆘 Поддержка"
+BTN_MENU = "🏠 Меню"
+BTN_SKIP = "⏭ Пропустить"
+BTN_LAUNCH = "✅ Запустить"
+BTN_EDIT = "✏️ Изменить"
+BTN_CANCEL = "❌ Отмена"
+BTN_AGAIN_PRODUCT = "🔄 Сделать ещё с этим товаром"
+BTN_TRY_AGAIN = "🔄 Попробовать ещё раз"
+BTN_OTHER_PHOTO = "📷 Отправить другое фото"
+BTN_BACK = "⬅️ Назад"
+
+
+def qty_button(count: int, cost: int) -> str:
+    return f"{count} видео — {cost} кр."
+
+
+# ---- menu ----------------------------------------------------------------
+def menu(first_name: str | None, balance: int, per_video: int) -> str:
+    name = escape(first_name) if first_name else "продавец"
+    return (
+        f"👋 Привет, {name}!\n\n"
+        "Я делаю короткие рекламные видео для карточек товаров на Wildberries и Ozon "
+        "из одной фотографии товара.\n\n"
+        f"💰 Баланс: <b>{balance}</b> кр. (одно видео — {per_video} кр.)\n\n"
+        "Нажмите «🎬 Создать видео», чтобы начать."
+    )
+
+
+def welcome_bonus(amount: int) -> str:
+    return f"🎁 Вам начислено {amount} кр. в подарок — хватит, чтобы попробовать."
+
+
+def balance(amount: int, per_video: int) -> str:
+    videos = amount // per_video if per_video else 0
+    return f"💰 Ваш баланс: <b>{amount}</b> кр.\nЭтого хватит на {videos} видео ({per_video} кр. за видео)."
+
+
+def support(username: str) -> str:
+    if username:
+        return f"🆘 Поддержка: @{escape(username)}\nОпишите проблему и, если можно, приложите скриншот."
+    return "🆘 Напишите нам в ответ на это сообщение — мы ответим как можно скорее."
+
+
+# ---- the creation dialogue -----------------------------------------------
+ASK_PHOTO = (
+    "📷 Отправьте фото товара.\n\n"
+    "Лучше всего подходит товар крупно на однотонном фоне, без людей и чужих логотипов. "
+    "Можно прислать фото или файл-картинку (JPG, PNG, WebP)."
+)
+NOT_A_PHOTO = "Нужна фотография товара: отправьте фото или картинку файлом (JPG, PNG, WebP)."
+PHOTO_DOWNLOAD_FAILED = "😕 Не удалось получить фото от Telegram. Отправьте его ещё раз, пожалуйста."
+ASK_DESCRIPTION = (
+    "✍️ Коротко опишите товар: что это, цвет, материал, главное преимущество.\n"
+    "Например: «Белая керамическая кружка 350 мл с бамбуковой крышкой»."
+)
+DESCRIPTION_EMPTY = "Напишите описание товара текстом — одной-двумя фразами."
+
+
+def description_too_long(limit: int) -> str:
+    return f"Описание слишком длинное. Сократите, пожалуйста, до {limit} символов."
+
+
+ASK_TEMPLATE = "🎨 Выберите стиль видео:"
+ASK_WISHES = (
+    "💬 Есть пожелания к видео? Например: «больше света», «на фоне моря», «медленнее».\n"
+    "Напишите их или нажмите «⏭ Пропустить»."
+)
+ASK_QUANTITY = "🔢 Сколько видео сделать? Каждое видео получится немного другим."
+
+
+def confirm(description: str, template_title: str, wishes: str, count: int, cost: int,
+            balance: int) -> str:
+    return (
+        "📝 <b>Проверьте заказ</b>\n\n"
+        f"📦 Товар: {escape(description)}\n"
+        f"🎨 Стиль: {escape(template_title)}\n"
+        f"💬 Пожелания: {escape(wishes) if wishes else 'нет'}\n"
+        f"🔢 Количество: {count}\n\n"
+        f"💳 Стоимость: <b>{cost}</b> кр.\n"
+        f"💰 Баланс после запуска: {balance - cost} кр."
+    )
+
+
+def not_enough_credits(cost: int, balance: int) -> str:
+    return (
+        "😔 <b>Не хватает кредитов</b>\n\n"
+        f"Стоимость: {cost} кр., ваш баланс: {balance} кр.\n"
+        f"Не хватает: <b>{cost - balance}</b> кр.\n\n"
+        "Выберите меньше видео или пополните баланс."
+    )
+
+
+def accepted(count: int, balance: int) -> str:
+    videos = "видео" if count == 1 else f"{count} видео"
+    return (
+        f"⏳ Принял! Генерация запущена, обычно 3–10 минут. Баланс: {balance}\n\n"
+        f"Пришлю {videos} сюда, как только будет готово. Можно пока отправить новое фото."
+    )
+
+
+ALREADY_LAUNCHED = "Этот заказ уже запущен ✅"
+CANCELLED = "Заказ отменён, кредиты не списаны."
+SESSION_EXPIRED = "Эта кнопка устарела. Начните заново из меню 👇"
+PRODUCT_GONE = "Фото этого товара больше недоступно. Отправьте фото заново, пожалуйста."
+UNKNOWN_INPUT = "Не понял 🤔 Воспользуйтесь кнопками меню или нажмите /start."
+
+# ---- results -------------------------------------------------------------
+
+
+def video_ready(balance: int) -> str:
+    return f"✅ Видео готово! Баланс: {balance} кр."
+
+
+FIRST_RETRY = "⚠️ Первая попытка не удалась, пробуем ещё раз…"
+
+
+def queue_wait(minutes: int) -> str:
+    return f"⏳ Сервис генерации загружен, ваше видео в очереди. Осталось примерно {minutes} мин"
+
+
+def failed_after_retries(attempts: int, balance: int) -> str:
+    return (
+        f"❌ Не удалось создать видео после {attempts} попыток. 💰 Кредиты возвращены\n"
+        f"Баланс: {balance} кр. Попробуйте ещё раз — обычно со второго раза получается."
+    )
+
+
+def failed_violation(reason: str, balance: int) -> str:
+    return (
+        "🚫 Сервис генерации отклонил это фото или описание.\n"
+        f"Причина: {escape(reason)}\n\n"
+        "Подходит фото, где только товар: без людей и лиц, без чужих логотипов и персонажей, "
+        "без откровенного содержания.\n"
+        f"💰 Кредиты возвращены. Баланс: {balance} кр."
+    )
+
+
+def failed_technical(balance: int, support_username: str) -> str:
+    contact = f" Если повторится — напишите в поддержку @{escape(support_username)}." if support_username else ""
+    return (
+        "🛠 Временная техническая проблема на стороне сервиса генерации. 💰 Кредиты возвращены.\n"
+        f"Баланс: {balance} кр.{contact}"
+    )
+
+
+def failed_timeout(balance: int) -> str:
+    return (
+        "⌛ Генерация заняла слишком много времени. 💰 Кредиты возвращены.\n"
+        f"Баланс: {balance} кр. Попробуйте ещё раз."
+    )
+
+
+def failed_photo_gone(balance: int) -> str:
+    return (
+        "📷 Фото товара больше недоступно (хранится ограниченное время). 💰 Кредиты возвращены.\n"
+        f"Баланс: {balance} кр. Отправьте фото заново."
+    )
+
+
+def delivery_failed(balance: int) -> str:
+    return f"❌ Ошибка при отправке видео. Кредиты возвращены\nБаланс: {balance} кр."
+
+
+VIOLATION_REASONS = {
+    "people": "на фото есть люди или лица",
+    "default": "содержимое не прошло модерацию",
+}
+
+# ---- admin / misc ----------------------------------------------------------
+BANNED = "⛔ Доступ к боту ограничен. Если это ошибка — напишите в поддержку."
+TOO_FAST = "Не так быстро 🙂 Подождите секунду."
+
+PHOTO_PROBLEMS = {
+    "not_an_image": "😕 Не получается открыть этот файл как картинку. Пришлите фото товара в JPG, PNG или WebP.",
+    "format": "😕 Этот формат не подходит. Пришлите фото товара в JPG, PNG или WebP.",
+    "too_small": "🔍 Фото слишком маленькое. Нужна картинка не меньше 256 пикселей по короткой стороне.",
+    "too_large": "📦 Файл слишком большой (больше 20 МБ). Сожмите фото или отправьте его как фото, а не файлом.",
+}

@@ -1,0 +1,240 @@
+"""Configuration: one TOML file, secrets optionally from the environment.
+
+A wrong or missing key stops the start with one line naming the key
+(`ConfigError`), never a traceback. Relative paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator (one line)."""
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str
+    api_base: str = "https://api.telegram.org"
+    admin_ids: tuple[int, ...] = ()
+    support_username: str = ""
+    # A local Bot API server accepts uploads up to 2000 MB, the cloud one 50 MB.
+    max_upload_mb: int = 50
+    request_timeout_s: float = 60.0
+    polling_timeout_s: int = 30
+
+
+@dataclass(frozen=True)
+class KieConfig:
+    api_keys: tuple[str, ...]
+    base_url: str = "https://api.kie.ai"
+    upload_base_url: str = "https://kieai.redpandaai.co"
+    model: str = "veo3_fast"
+    poll_interval_s: float = 10.0
+    timeout_s: float = 900.0
+    http_timeout_s: float = 60.0
+    callback_url: str = ""
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    api_key: str = ""
+    model: str = "gpt-4o-mini"
+    base_url: str = ""
+    timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    dir: Path
+    database: Path
+    retention_days: int = 7
+
+    @property
+    def photos_dir(self) -> Path:
+        return self.dir / "photos"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.dir / "outputs"
+
+
+@dataclass(frozen=True)
+class CreditsConfig:
+    welcome: int = 10
+    per_video: int = 10
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Backoff schedules in seconds; tests shrink them, the policy stays the same."""
+
+    temporary_delays_s: tuple[float, ...] = (5, 10, 20, 40)
+    rate_limit_delays_s: tuple[float, ...] = (60, 120, 240)
+    jitter: float = 0.2
+    delivery_delays_s: tuple[float, ...] = (3, 10)
+    queue_notice_after_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_parallel: int = 50
+    prompts_file: Path | None = None
+    dispatch_interval_s: float = 1.0
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    telegram: TelegramConfig
+    kie: KieConfig
+    openai: OpenAIConfig
+    storage: StorageConfig
+    credits: CreditsConfig
+    generation: GenerationConfig
+    sandbox: bool = False
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"config: [{name}] must be a table")
+    return value
+
+
+def _get(sec: dict[str, Any], section: str, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if key not in sec:
+        if default is ...:
+            raise ConfigError(f"config: missing key {section}.{key}")
+        return default
+    value = sec[key]
+    # bool is an int in Python; a number key must not accept true/false.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ConfigError(f"config: {section}.{key} has the wrong type")
+    if not isinstance(value, kind):
+        raise ConfigError(f"config: {section}.{key} has the wrong type")
+    return value
+
+
+def _positive(value: float, name: str) -> float:
+    if value <= 0:
+        raise ConfigError(f"config: {name} must be greater than 0")
+    return value
+
+
+def _delays(sec: dict[str, Any], section: str, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    value = _get(sec, section, key, list, list(default))
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ConfigError(f"config: {section}.{key} must be a list of non-negative numbers")
+    return tuple(float(v) for v in value)
+
+
+def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None, *,
+                sandbox: bool = False) -> Config:
+    env = dict(os.environ) if env is None else env
+    cfg_path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {cfg_path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {cfg_path.name} is not valid TOML: {exc}") from None
+    base = cfg_path.parent
+
+    def rel(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (base / q).resolve()
+
+    tg = _section(raw, "telegram")
+    token = env.get("NEUROCARDS_TELEGRAM_TOKEN") or _get(tg, "telegram", "token", str, "")
+    if not token or ":" not in token:
+        raise ConfigError("config: telegram.token is missing or malformed (or set NEUROCARDS_TELEGRAM_TOKEN)")
+    admin_ids = _get(tg, "telegram", "admin_ids", list, [])
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in admin_ids):
+        raise ConfigError("config: telegram.admin_ids must be a list of numeric Telegram user ids")
+    telegram = TelegramConfig(
+        token=token,
+        api_base=_get(tg, "telegram", "api_base", str, TelegramConfig.api_base).rstrip("/"),
+        admin_ids=tuple(admin_ids),
+        support_username=_get(tg, "telegram", "support_username", str, "").lstrip("@"),
+        max_upload_mb=int(_positive(_get(tg, "telegram", "max_upload_mb", int, 50), "telegram.max_upload_mb")),
+        request_timeout_s=float(_positive(_get(tg, "telegram", "request_timeout_s", (int, float), 60.0), "telegram.request_timeout_s")),
+        polling_timeout_s=int(_get(tg, "telegram", "polling_timeout_s", int, 30)),
+    )
+
+    kie_sec = _section(raw, "kie")
+    env_keys = env.get("NEUROCARDS_KIE_API_KEYS", "")
+    keys = [k.strip() for k in env_keys.split(",") if k.strip()] if env_keys else _get(kie_sec, "kie", "api_keys", list, [])
+    if not all(isinstance(k, str) and k.strip() for k in keys):
+        raise ConfigError("config: kie.api_keys must be a list of non-empty strings")
+    sandbox = sandbox or bool(_get(_section(raw, "generation"), "generation", "sandbox", bool, False))
+    if not keys and not sandbox:
+        raise ConfigError("config: kie.api_keys is empty (or set NEUROCARDS_KIE_API_KEYS, or run with --sandbox)")
+    kie = KieConfig(
+        api_keys=tuple(k.strip() for k in keys),
+        base_url=_get(kie_sec, "kie", "base_url", str, KieConfig.base_url).rstrip("/"),
+        upload_base_url=_get(kie_sec, "kie", "upload_base_url", str, KieConfig.upload_base_url).rstrip("/"),
+        model=_get(kie_sec, "kie", "model", str, KieConfig.model),
+        poll_interval_s=float(_positive(_get(kie_sec, "kie", "poll_interval_s", (int, float), 10.0), "kie.poll_interval_s")),
+        timeout_s=float(_positive(_get(kie_sec, "kie", "timeout_s", (int, float), 900.0), "kie.timeout_s")),
+        http_timeout_s=float(_positive(_get(kie_sec, "kie", "http_timeout_s", (int, float), 60.0), "kie.http_timeout_s")),
+        callback_url=_get(kie_sec, "kie", "callback_url", str, ""),
+    )
+
+    oa = _section(raw, "openai")
+    openai = OpenAIConfig(
+        api_key=env.get("OPENAI_API_KEY") or _get(oa, "openai", "api_key", str, ""),
+        model=_get(oa, "openai", "model", str, OpenAIConfig.model),
+        base_url=_get(oa, "openai", "base_url", str, ""),
+        timeout_s=float(_positive(_get(oa, "openai", "timeout_s", (int, float), 15.0), "openai.timeout_s")),
+    )
+
+    st = _section(raw, "storage")
+    storage_dir = rel(_get(st, "storage", "dir", str, "storage"))
+    storage = StorageConfig(
+        dir=storage_dir,
+        database=rel(_get(st, "storage", "database", str, str(storage_dir / "neurocards.sqlite3"))),
+        retention_days=int(_positive(_get(st, "storage", "retention_days", int, 7), "storage.retention_days")),
+    )
+
+    cr = _section(raw, "credits")
+    welcome = _get(cr, "credits", "welcome", int, 10)
+    if welcome < 0:
+        raise ConfigError("config: credits.welcome must not be negative")
+    credits = CreditsConfig(
+        welcome=welcome,
+        per_video=int(_positive(_get(cr, "credits", "per_video", int, 10), "credits.per_video")),
+    )
+
+    gen = _section(raw, "generation")
+    rt = _section(gen, "retry") if "retry" in gen else {}
+    retry = RetryConfig(
+        temporary_delays_s=_delays(rt, "generation.retry", "temporary_delays_s", RetryConfig.temporary_delays_s),
+        rate_limit_delays_s=_delays(rt, "generation.retry", "rate_limit_delays_s", RetryConfig.rate_limit_delays_s),
+        jitter=float(_get(rt, "generation.retry", "jitter", (int, float), 0.2)),
+        delivery_delays_s=_delays(rt, "generation.retry", "delivery_delays_s", RetryConfig.delivery_delays_s),
+        queue_notice_after_s=float(_get(rt, "generation.retry", "queue_notice_after_s", (int, float), 300.0)),
+    )
+    prompts = _get(gen, "generation", "prompts_file", str, "")
+    generation = GenerationConfig(
+        max_parallel=int(_positive(_get(gen, "generation", "max_parallel", int, 50), "generation.max_parallel")),
+        prompts_file=rel(prompts) if prompts else None,
+        dispatch_interval_s=float(_positive(_get(gen, "generation", "dispatch_interval_s", (int, float), 1.0), "generation.dispatch_interval_s")),
+        retry=retry,
+    )
+    return Config(
+        path=cfg_path,
+        telegram=telegram,
+        kie=kie,
+        openai=openai,
+        storage=storage,
+        credits=credits,
+        generation=generation,
+        sandbox=sandbox,
+    )

@@ -1,0 +1,46 @@
+"""What the engine needs from the chat side, without knowing about Telegram.
+
+The bot layer implements `JobNotifier`; texts and buttons live there.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from neurocards.jobs.failures import Failure
+from neurocards.store.jobs import Job
+
+
+class DeliveryErrorKind(StrEnum):
+    RETRY_AFTER = "retry_after"  # flood control: wait and send again, not a failed attempt
+    NETWORK = "network"  # connection problem or timeout: a few attempts with backoff
+    TOO_LARGE = "too_large"  # over the Bot API server's upload limit
+    REJECTED = "rejected"  # Bad Request: the media or the call was refused
+    FORBIDDEN = "forbidden"  # the user blocked the bot: stop at once
+
+
+class DeliveryError(Exception):
+    def __init__(self, kind: DeliveryErrorKind, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+
+class JobNotifier(Protocol):
+    async def deliver_video(self, job: Job, path: Path | None, balance: int) -> str:
+        """Send the finished video (from `path`, or by job.video_file_id); return Telegram's file_id.
+
+        Raises DeliveryError."""
+
+    async def job_retrying(self, job: Job, failure: Failure) -> None: ...
+
+    async def job_failed(self, job: Job, failure: Failure, attempts: int, balance: int) -> None: ...
+
+    async def delivery_failed(self, job: Job, balance: int) -> None: ...
+
+    async def job_waiting(self, job: Job, eta_minutes: int) -> None: ...
+
+    async def alert_admins(self, text: str) -> None: ...

@@ -1,0 +1,50 @@
+"""Logging to stdout (journald picks it up) with every configured secret masked."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+
+from neurocards.config import Config
+
+
+class RedactSecrets(logging.Filter):
+    """Masks secrets in the final text of a record, whatever put them there (aiogram, httpx, us)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        values = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._pattern is None:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        redacted = self._pattern.sub("***", message)
+        if record.exc_text:
+            record.exc_text = self._pattern.sub("***", record.exc_text)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def config_secrets(config: Config) -> list[str]:
+    token = config.telegram.token
+    return [token, token.split(":", 1)[-1], *config.kie.api_keys, config.openai.api_key]
+
+
+def setup_logging(config: Config | None, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if config is not None:
+        handler.addFilter(RedactSecrets(config_secrets(config)))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # httpx logs every request URL at INFO; too chatty for 1,000 polling jobs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

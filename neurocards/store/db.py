@@ -1,0 +1,90 @@
+"""One aiosqlite connection per process, WAL, serialized access.
+
+aiosqlite runs every statement on one worker thread; a shared connection
+would silently mix two coroutines' statements into one transaction, so every
+use goes through an asyncio lock: `read()` for queries, `transaction()` for
+writes (BEGIN IMMEDIATE, so another process such as the CLI waits on the
+busy timeout instead of failing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from neurocards.store.schema import MIGRATIONS
+
+log = logging.getLogger("neurocards.store")
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Database:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        db = cls(conn, path)
+        await db._migrate()
+        return db
+
+    async def _migrate(self) -> None:
+        async with self._lock:
+            row = await (await self._conn.execute("PRAGMA user_version")).fetchone()
+            version = int(row[0])
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                # executescript commits on its own; the version bump rides inside the script.
+                await self._conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+                )
+                log.info("database migrated to version %d", number)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            else:
+                await self._conn.execute("COMMIT")
+
+    async def fetchone(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        async with self.read() as conn:
+            return await (await conn.execute(sql, params)).fetchone()
+
+    async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        async with self.read() as conn:
+            return list(await (await conn.execute(sql, params)).fetchall())
+
+    async def execute(self, sql: str, params: tuple | dict = ()) -> int:
+        """Run one write statement in its own transaction; return rowcount."""
+        async with self.transaction() as conn:
+            cur = await conn.execute(sql, params)
+            return cur.rowcount

@@ -1,0 +1,261 @@
+"""The persistent job table: every state change is written with an event row."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+from neurocards.store.db import Database
+from neurocards.store.users import LedgerConflict, insert_ledger_row
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  # prompt + photo upload still to do
+    SUBMITTING = "submitting"  # creating the provider task
+    GENERATING = "generating"  # task exists, polling it
+    DOWNLOADING = "downloading"  # result URL known, fetching the file
+    SENDING = "sending"  # file on disk, delivering to the chat
+    DONE = "done"
+    FAILED = "failed"
+
+
+TERMINAL = (JobState.DONE, JobState.FAILED)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    user_id: int
+    chat_id: int
+    product_id: int
+    request_key: str
+    template: str
+    wishes: str
+    provider: str
+    model: str
+    cost: int
+    state: JobState
+    prompt: str | None
+    image_url: str | None
+    task_id: str | None
+    key_id: str | None
+    submitted_at: float | None
+    result_url: str | None
+    video_path: str | None
+    video_file_id: str | None
+    attempts: int
+    retry_notified: bool
+    queue_notified: bool
+    error_class: str | None
+    error_text: str | None
+    run_after: float
+    claimed: bool
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        data: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
+        data["state"] = JobState(data["state"])
+        for flag in ("retry_notified", "queue_notified", "claimed"):
+            data[flag] = bool(data[flag])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class NewJobs:
+    job_ids: list[int]
+    balance: int
+
+
+class InsufficientCredits(Exception):
+    def __init__(self, balance: int, cost: int) -> None:
+        super().__init__(f"balance {balance} < cost {cost}")
+        self.balance = balance
+        self.cost = cost
+
+    @property
+    def missing(self) -> int:
+        return self.cost - self.balance
+
+
+class DuplicateRequest(Exception):
+    """The same confirmation was already turned into jobs."""
+
+
+_UPDATABLE = {f.name for f in fields(Job)} - {"id", "user_id", "chat_id", "product_id", "request_key", "created_at"}
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create_charged(
+        self,
+        *,
+        user_id: int,
+        chat_id: int,
+        product_id: int,
+        request_key: str,
+        template: str,
+        wishes: str,
+        provider: str,
+        model: str,
+        count: int,
+        cost_each: int,
+    ) -> NewJobs:
+        """Create `count` jobs and charge each once, atomically; all or nothing."""
+        now = time.time()
+        async with self.db.transaction() as conn:
+            row = await (await conn.execute("SELECT balance FROM users WHERE id = ?", (user_id,))).fetchone()
+            balance = int(row["balance"]) if row else 0
+            if balance < cost_each * count:
+                raise InsufficientCredits(balance, cost_each * count)
+            ids: list[int] = []
+            for index in range(count):
+                try:
+                    cur = await conn.execute(
+                        "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, wishes,"
+                        " provider, model, cost, state, run_after, created_at, updated_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (user_id, chat_id, product_id, f"{request_key}:{index}", template, wishes,
+                         provider, model, cost_each, JobState.QUEUED, now, now, now),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise DuplicateRequest(request_key) from exc
+                job_id = int(cur.lastrowid or 0)
+                ids.append(job_id)
+                await insert_ledger_row(conn, user_id=user_id, delta=-cost_each, reason="job_charge", job_id=job_id)
+                await conn.execute(
+                    "INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                    (job_id, now, JobState.QUEUED, f"charged {cost_each}"),
+                )
+            row = await (await conn.execute("SELECT balance FROM users WHERE id = ?", (user_id,))).fetchone()
+        return NewJobs(job_ids=ids, balance=int(row["balance"]))
+
+    async def get(self, job_id: int) -> Job | None:
+        row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(row) if row else None
+
+    async def release_claims(self) -> int:
+        """At startup nothing is running yet, so every claim left in the table is stale."""
+        return await self.db.execute("UPDATE jobs SET claimed = 0 WHERE claimed = 1")
+
+    async def claim_runnable(self, limit: int, now: float | None = None) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = time.time() if now is None else now
+        async with self.db.transaction() as conn:
+            rows = await (await conn.execute(
+                "UPDATE jobs SET claimed = 1 WHERE id IN ("
+                " SELECT id FROM jobs WHERE claimed = 0 AND state NOT IN ('done', 'failed')"
+                " AND run_after <= ? ORDER BY run_after, id LIMIT ?) RETURNING *",
+                (now, limit),
+            )).fetchall()
+        jobs = [Job.from_row(r) for r in rows]
+        jobs.sort(key=lambda j: (j.run_after, j.id))
+        return jobs
+
+    async def next_run_after(self) -> float | None:
+        row = await self.db.fetchone(
+            "SELECT MIN(run_after) AS t FROM jobs WHERE claimed = 0 AND state NOT IN ('done', 'failed')")
+        return float(row["t"]) if row and row["t"] is not None else None
+
+    async def update(self, job_id: int, *, event: str | None = None, **changes: Any) -> Job:
+        """Write field changes (and an event row when the state changes or `event` is set)."""
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        now = time.time()
+        changes["updated_at"] = now
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        values = [v.value if isinstance(v, StrEnum) else v for v in changes.values()]
+        async with self.db.transaction() as conn:
+            row = await (await conn.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING *", (*values, job_id))).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            if "state" in changes or event:
+                await conn.execute(
+                    "INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                    (job_id, now, row["state"], event),
+                )
+        return Job.from_row(row)
+
+    async def fail_and_refund(self, job_id: int, *, error_class: str, error_text: str) -> tuple[Job, bool]:
+        """End a job as failed and refund its charge; returns (job, refunded_now).
+
+        Idempotent: a second call finds the refund row already there and refunds nothing.
+        """
+        now = time.time()
+        refunded = False
+        async with self.db.transaction() as conn:
+            row = await (await conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            if row["state"] != JobState.DONE:
+                has_charge = await (await conn.execute(
+                    "SELECT delta FROM credit_ledger WHERE job_id = ? AND reason = 'job_charge'",
+                    (job_id,))).fetchone()
+                if has_charge is not None:
+                    try:
+                        await insert_ledger_row(
+                            conn, user_id=row["user_id"], delta=-int(has_charge["delta"]),
+                            reason="job_refund", job_id=job_id, note=error_class)
+                        refunded = True
+                    except LedgerConflict:
+                        refunded = False
+                row = await (await conn.execute(
+                    "UPDATE jobs SET state = 'failed', error_class = ?, error_text = ?, claimed = 0,"
+                    " finished_at = COALESCE(finished_at, ?), updated_at = ? WHERE id = ? RETURNING *",
+                    (error_class, error_text[:1000], now, now, job_id))).fetchone()
+                await conn.execute(
+                    "INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, 'failed', ?)",
+                    (job_id, now, f"{error_class}: {error_text[:500]}" + (" (refunded)" if refunded else "")),
+                )
+        return Job.from_row(row), refunded
+
+    async def events(self, job_id: int) -> list[tuple[str, str | None]]:
+        rows = await self.db.fetchall(
+            "SELECT state, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
+        return [(r["state"], r["detail"]) for r in rows]
+
+    async def average_duration_s(self, window: int = 50) -> float | None:
+        """Mean time from start to delivery of the last `window` delivered jobs (for ETAs)."""
+        row = await self.db.fetchone(
+            "SELECT AVG(finished_at - COALESCE(started_at, created_at)) AS d FROM ("
+            " SELECT finished_at, started_at, created_at FROM jobs WHERE state = 'done'"
+            " AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?)", (window,))
+        return float(row["d"]) if row and row["d"] is not None else None
+
+    async def count_unfinished(self, user_id: int | None = None) -> int:
+        sql = "SELECT COUNT(*) AS n FROM jobs WHERE state NOT IN ('done', 'failed')"
+        params: tuple = ()
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params = (user_id,)
+        row = await self.db.fetchone(sql, params)
+        return int(row["n"]) if row else 0
+
+    async def old_finished_paths(self, before: float) -> list[tuple[int, str]]:
+        rows = await self.db.fetchall(
+            "SELECT id, video_path FROM jobs WHERE video_path IS NOT NULL AND state IN ('done', 'failed')"
+            " AND finished_at < ?", (before,))
+        return [(r["id"], r["video_path"]) for r in rows]
+
+    async def waiting_unnotified(self, older_than: float) -> list[Job]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE state IN ('queued', 'submitting', 'generating') AND queue_notified = 0"
+            " AND created_at < ? ORDER BY id LIMIT 500", (older_than,))
+        return [Job.from_row(r) for r in rows]
+
+    async def mark_queue_notified(self, job_ids: list[int]) -> None:
+        if not job_ids:
+            return
+        marks = ",".join("?" for _ in job_ids)
+        await self.db.execute(f"UPDATE jobs SET queue_notified = 1 WHERE id IN ({marks})", tuple(job_ids))

@@ -1,0 +1,182 @@
+"""Users, products and the credit ledger."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from neurocards.store.db import Database
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str | None
+    first_name: str | None
+    language: str | None
+    balance: int
+    is_banned: bool
+    referrer_id: int | None
+    first_seen: float
+    last_seen: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> User:
+        return cls(
+            id=row["id"],
+            username=row["username"],
+            first_name=row["first_name"],
+            language=row["language"],
+            balance=row["balance"],
+            is_banned=bool(row["is_banned"]),
+            referrer_id=row["referrer_id"],
+            first_seen=row["first_seen"],
+            last_seen=row["last_seen"],
+        )
+
+
+@dataclass(frozen=True)
+class Product:
+    id: int
+    user_id: int
+    photo_file_id: str
+    photo_path: str
+    description: str | None
+    upload_url: str | None
+    upload_url_at: float | None
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Product:
+        return cls(**{k: row[k] for k in row.keys()})
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    id: int
+    user_id: int
+    delta: int
+    reason: str
+    job_id: int | None
+    admin_id: int | None
+    note: str | None
+    created_at: float
+
+
+class LedgerConflict(Exception):
+    """The database refused a ledger row (double charge/refund, negative balance)."""
+
+
+async def insert_ledger_row(
+    conn: aiosqlite.Connection,
+    *,
+    user_id: int,
+    delta: int,
+    reason: str,
+    job_id: int | None = None,
+    admin_id: int | None = None,
+    note: str | None = None,
+) -> None:
+    """Append a ledger row inside the caller's transaction; the trigger moves the balance."""
+    try:
+        await conn.execute(
+            "INSERT INTO credit_ledger (user_id, delta, reason, job_id, admin_id, note, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (user_id, delta, reason, job_id, admin_id, note, time.time()),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise LedgerConflict(str(exc)) from exc
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, user_id: int) -> User | None:
+        row = await self.db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        return User.from_row(row) if row else None
+
+    async def touch(
+        self,
+        user_id: int,
+        *,
+        username: str | None,
+        first_name: str | None,
+        language: str | None,
+        welcome_credits: int,
+    ) -> tuple[User, bool]:
+        """Create or refresh a user; a new one gets the welcome credits once. Returns (user, created)."""
+        now = time.time()
+        async with self.db.transaction() as conn:
+            existing = await (await conn.execute(
+                "SELECT 1 FROM users WHERE id = ?", (user_id,))).fetchone()
+            created = existing is None
+            if created:
+                await conn.execute(
+                    "INSERT INTO users (id, username, first_name, language, first_seen, last_seen)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (user_id, username, first_name, language, now, now),
+                )
+                if welcome_credits > 0:
+                    await insert_ledger_row(conn, user_id=user_id, delta=welcome_credits, reason="welcome")
+            else:
+                await conn.execute(
+                    "UPDATE users SET username = ?, first_name = ?, language = ?, last_seen = ?"
+                    " WHERE id = ?",
+                    (username, first_name, language, now, user_id),
+                )
+            user_row = await (await conn.execute("SELECT * FROM users WHERE id = ?", (user_id,))).fetchone()
+        return User.from_row(user_row), created
+
+    async def ensure(self, user_id: int) -> None:
+        """Make sure a user row exists (for admin credits to someone who never wrote)."""
+        now = time.time()
+        await self.db.execute(
+            "INSERT OR IGNORE INTO users (id, first_seen, last_seen) VALUES (?, ?, ?)",
+            (user_id, now, now),
+        )
+
+    async def set_banned(self, user_id: int, banned: bool) -> bool:
+        return await self.db.execute(
+            "UPDATE users SET is_banned = ? WHERE id = ?", (int(banned), user_id)) == 1
+
+    async def balance(self, user_id: int) -> int:
+        row = await self.db.fetchone("SELECT balance FROM users WHERE id = ?", (user_id,))
+        return int(row["balance"]) if row else 0
+
+    async def ledger(self, user_id: int, limit: int = 50) -> list[LedgerRow]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM credit_ledger WHERE user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
+        return [LedgerRow(**{k: r[k] for k in r.keys()}) for r in rows]
+
+    async def ledger_sum(self, user_id: int) -> int:
+        row = await self.db.fetchone(
+            "SELECT COALESCE(SUM(delta), 0) AS s FROM credit_ledger WHERE user_id = ?", (user_id,))
+        return int(row["s"]) if row else 0
+
+
+class ProductStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, user_id: int, photo_file_id: str, photo_path: str) -> int:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO products (user_id, photo_file_id, photo_path, created_at) VALUES (?, ?, ?, ?)",
+                (user_id, photo_file_id, photo_path, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    async def set_description(self, product_id: int, description: str) -> None:
+        await self.db.execute("UPDATE products SET description = ? WHERE id = ?", (description, product_id))
+
+    async def get(self, product_id: int) -> Product | None:
+        row = await self.db.fetchone("SELECT * FROM products WHERE id = ?", (product_id,))
+        return Product.from_row(row) if row else None
+
+    async def set_upload_url(self, product_id: int, url: str) -> None:
+        await self.db.execute(
+            "UPDATE products SET upload_url = ?, upload_url_at = ? WHERE id = ?", (url, time.time(), product_id))
