@@ -254,28 +254,31 @@ class KieProvider:
     # --- HTTP plumbing ------------------------------------------------------------------------
 
     def _fail(self, op: str, kind: ErrorKind, message: str, *, key: _Key | None = None,
-              http_status: int | None = None, code: int | str | None = None) -> ProviderError:
+              http_status: int | None = None, code: int | str | None = None,
+              ctx: str = "") -> ProviderError:
         if key is not None:
             key.errors += 1
         err = ProviderError(self._redact(message)[:MSG_MAX], kind=kind, http_status=http_status,
                             code=code, key_id=key.key_id if key else None)
-        log.warning("kie %s failed key=%s %s", op, err.key_id, err)
+        log.warning("kie %s failed%s key=%s %s", op, ctx, err.key_id, err)
         return err
 
-    async def _call(self, op: str, method: str, url: str, key: _Key, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, op: str, method: str, url: str, key: _Key, *, ctx: str = "",
+                    **kwargs: Any) -> dict[str, Any]:
+        """One authenticated request; `ctx` (e.g. " task=...") only goes into the log line."""
         key.requests += 1
         headers = {"Authorization": f"Bearer {key.secret}"}
         try:
             resp = await self._http.request(method, url, headers=headers, **kwargs)
         except httpx.TimeoutException as exc:
             raise self._fail(op, ErrorKind.TIMEOUT, f"{op}: timed out ({type(exc).__name__})",
-                             key=key) from None
+                             key=key, ctx=ctx) from None
         except httpx.HTTPError as exc:  # connect/read errors, resets, protocol errors
             raise self._fail(op, ErrorKind.NETWORK, f"{op}: {type(exc).__name__}: {exc}",
-                             key=key) from None
-        return self._envelope(op, resp, key)
+                             key=key, ctx=ctx) from None
+        return self._envelope(op, resp, key, ctx)
 
-    def _envelope(self, op: str, resp: httpx.Response, key: _Key) -> dict[str, Any]:
+    def _envelope(self, op: str, resp: httpx.Response, key: _Key, ctx: str) -> dict[str, Any]:
         status = resp.status_code
         try:
             body = resp.json()
@@ -290,19 +293,19 @@ class KieProvider:
             # Includes Cloudflare's HTML 403 and gateway 5xx pages.
             text = msg or f"HTTP {status} from KIE: {_snippet(resp.text) or '(empty body)'}"
             raise self._fail(op, ErrorKind.API, text, key=key, http_status=status,
-                             code=code if code not in (None, 200) else status)
+                             code=code if code not in (None, 200) else status, ctx=ctx)
         if not isinstance(body, dict):
             raise self._fail(op, ErrorKind.MALFORMED,
                              f"{op}: response is not a JSON object: {_snippet(resp.text)!r}",
-                             key=key, http_status=status)
+                             key=key, http_status=status, ctx=ctx)
         if (code is not None and code != 200) or (code is None and body.get("success") is False):
             raise self._fail(op, ErrorKind.API, msg or f"KIE error code {code}", key=key,
-                             http_status=status, code=code)
+                             http_status=status, code=code, ctx=ctx)
         return body
 
-    def _malformed(self, op: str, what: str, body: Any, key: _Key) -> ProviderError:
+    def _malformed(self, op: str, what: str, body: Any, key: _Key, ctx: str = "") -> ProviderError:
         return self._fail(op, ErrorKind.MALFORMED, f"{op}: {what}: {_snippet(str(body))!r}", key=key,
-                          http_status=200)
+                          http_status=200, ctx=ctx)
 
     # --- VideoProvider ------------------------------------------------------------------------
 
@@ -329,11 +332,12 @@ class KieProvider:
         body = adapter.build_body(request.model, request)
         key = self._next_key()
         await self._create_limiters[key.account].acquire()
-        payload = await self._call("submit", "POST", self._base + adapter.create_path, key, json=body)
+        payload = await self._call("submit", "POST", self._base + adapter.create_path, key,
+                                   ctx=f" model={request.model}", json=body)
         data = payload.get("data")
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
-            raise self._malformed("submit", "no data.taskId", payload, key)
+            raise self._malformed("submit", "no data.taskId", payload, key, f" model={request.model}")
         log.info("kie submit ok task=%s model=%s key=%s", task_id, request.model, key.key_id)
         return SubmittedTask(task_id=task_id, key_id=key.key_id)
 
@@ -354,15 +358,16 @@ class KieProvider:
         adapter = get_adapter(model)
         key = self._poll_key(key_id)
         await key.poll_limiter.acquire()
-        payload = await self._call("poll", "GET", self._base + adapter.status_path, key,
+        ctx = f" task={task_id}"
+        payload = await self._call("poll", "GET", self._base + adapter.status_path, key, ctx=ctx,
                                    params={"taskId": task_id})
         data = payload.get("data")
         if not isinstance(data, dict):
-            raise self._malformed("poll", "no data object", payload, key)
+            raise self._malformed("poll", "no data object", payload, key, ctx)
         try:
             status = adapter.parse_status(data)
         except PayloadError as exc:
-            raise self._malformed("poll", str(exc), data, key) from None
+            raise self._malformed("poll", str(exc), data, key, ctx) from None
         level = logging.DEBUG if status.state == "pending" else logging.INFO
         log.log(level, "kie poll task=%s key=%s state=%s fail_code=%s", task_id, key.key_id,
                 status.state, status.fail_code)
@@ -379,7 +384,7 @@ class KieProvider:
                 if not 200 <= resp.status_code < 300:
                     raise self._fail("download", ErrorKind.DOWNLOAD,
                                      f"download: HTTP {resp.status_code} for {where}",
-                                     http_status=resp.status_code, code=resp.status_code)
+                                     http_status=resp.status_code)
                 declared = resp.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise self._fail("download", ErrorKind.DOWNLOAD,

@@ -220,7 +220,7 @@ def market_status(data: Mapping[str, Any]) -> TaskStatus:
     if state == "success":
         raw = data.get("resultJson")
         try:
-            result = json.loads(raw) if isinstance(raw, str) else raw
+            result = json.loads(raw) if isinstance(raw, str) and raw.strip() else raw
         except ValueError as exc:
             raise PayloadError("resultJson is not valid JSON") from exc
         urls = _url_list(result.get("resultUrls")) if isinstance(result, dict) else []

@@ -1,0 +1,51 @@
+"""Shared fixtures. After every test, every database the test created must keep the ledger rules."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+
+def ledger_violations(db_path: Path) -> list[str]:
+    """Balance = sum of ledger rows for every user; no job charged or refunded twice."""
+    problems: list[str] = []
+    conn = sqlite3.connect(db_path)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "users" not in tables:
+            return problems
+        for user_id, balance, total in conn.execute(
+            "SELECT u.id, u.balance, COALESCE((SELECT SUM(delta) FROM credit_ledger l WHERE l.user_id = u.id), 0)"
+            " FROM users u"
+        ):
+            if balance != total:
+                problems.append(f"user {user_id}: balance {balance} != ledger sum {total}")
+        for job_id, reason, n in conn.execute(
+            "SELECT job_id, reason, COUNT(*) FROM credit_ledger WHERE job_id IS NOT NULL"
+            " GROUP BY job_id, reason HAVING COUNT(*) > 1"
+        ):
+            problems.append(f"job {job_id}: {n} rows of {reason}")
+        for (job_id,) in conn.execute(
+            "SELECT id FROM jobs j WHERE state = 'failed' AND EXISTS (SELECT 1 FROM credit_ledger"
+            " WHERE job_id = j.id AND reason = 'job_charge') AND NOT EXISTS (SELECT 1 FROM credit_ledger"
+            " WHERE job_id = j.id AND reason = 'job_refund')"
+        ):
+            problems.append(f"job {job_id}: failed but not refunded")
+        for (job_id,) in conn.execute(
+            "SELECT id FROM jobs j WHERE state = 'done' AND EXISTS (SELECT 1 FROM credit_ledger"
+            " WHERE job_id = j.id AND reason = 'job_refund')"
+        ):
+            problems.append(f"job {job_id}: delivered and refunded")
+    finally:
+        conn.close()
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def ledger_invariant(tmp_path: Path):
+    yield
+    for db_path in tmp_path.rglob("*.sqlite3"):
+        problems = ledger_violations(db_path)
+        assert not problems, f"ledger invariant broken in {db_path.name}: {problems}"

@@ -1,0 +1,109 @@
+"""The operator's command line: credits by hand and clear configuration errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neurocards.config import ConfigError, load_config
+
+BASE_CONFIG = """
+[telegram]
+token = "123456:TEST-TOKEN-abcdefghijklmnop"
+api_base = "http://127.0.0.1:9"
+[kie]
+api_keys = ["kie-secret-key-1"]
+[storage]
+dir = "store"
+database = "store/bot.sqlite3"
+[credits]
+welcome = 10
+per_video = 10
+"""
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "neurocards", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(BASE_CONFIG, encoding="utf-8")
+    return path
+
+
+def test_credits_add_and_show(config_file: Path, tmp_path: Path) -> None:
+    added = run_cli("credits", "add", "555", "40", "--reason", "gift", "--config", str(config_file), cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "balance 40" in added.stdout
+    removed = run_cli("credits", "add", "555", "-15", "--config", str(config_file), cwd=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    shown = run_cli("credits", "show", "555", "--json", "--config", str(config_file), cwd=tmp_path)
+    data = json.loads(shown.stdout)
+    assert data["user_id"] == 555 and data["balance"] == 25 and data["ledger_sum"] == 25
+    assert [r["delta"] for r in data["ledger"]] == [-15, 40]
+    assert data["ledger"][1]["note"] == "gift"
+    # relative paths are relative to the config file, not to the working directory
+    assert (tmp_path / "store" / "bot.sqlite3").exists()
+
+
+def test_credits_cannot_go_negative(config_file: Path, tmp_path: Path) -> None:
+    result = run_cli("credits", "add", "556", "-5", "--config", str(config_file), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "balance is 0" in result.stderr
+    shown = run_cli("credits", "show", "556", "--json", "--config", str(config_file), cwd=tmp_path)
+    assert json.loads(shown.stdout)["balance"] == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda s: s.replace('token = "123456:TEST-TOKEN-abcdefghijklmnop"', ""), "telegram.token"),
+        (lambda s: s.replace('api_keys = ["kie-secret-key-1"]', "api_keys = []"), "kie.api_keys"),
+        (lambda s: s.replace("per_video = 10", 'per_video = "ten"'), "credits.per_video"),
+        (lambda s: s + "\n[generation]\nmax_parallel = 0\n", "generation.max_parallel"),
+        (lambda s: s.replace("[kie]", "[kie\n"), "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_clear_line(config_file: Path, tmp_path: Path, edit, key: str) -> None:
+    config_file.write_text(edit(BASE_CONFIG), encoding="utf-8")
+    result = run_cli("run", "--config", str(config_file), cwd=tmp_path,
+                     env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = run_cli("run", "--config", str(tmp_path / "nope.toml"), cwd=tmp_path)
+    assert result.returncode == 2 and "not found" in result.stderr
+
+
+def test_secrets_from_environment(config_file: Path) -> None:
+    config_file.write_text(BASE_CONFIG.replace('token = "123456:TEST-TOKEN-abcdefghijklmnop"', "")
+                           .replace('api_keys = ["kie-secret-key-1"]', ""), encoding="utf-8")
+    config = load_config(config_file, env={"NEUROCARDS_TELEGRAM_TOKEN": "42:ENV-TOKEN",
+                                           "NEUROCARDS_KIE_API_KEYS": "a-key, b-key", "OPENAI_API_KEY": "sk-x"})
+    assert config.telegram.token == "42:ENV-TOKEN"
+    assert config.kie.api_keys == ("a-key", "b-key")
+    assert config.openai.api_key == "sk-x"
+    with pytest.raises(ConfigError, match="telegram.token"):
+        load_config(config_file, env={})
+
+
+def test_shipped_config_is_complete(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[1] / "config.toml"
+    text = shipped.read_text(encoding="utf-8")
+    config = load_config(shipped, env={"NEUROCARDS_TELEGRAM_TOKEN": "1:x", "NEUROCARDS_KIE_API_KEYS": "k"})
+    assert config.kie.model and config.generation.max_parallel > 0
+    for key in ("token", "api_base", "admin_ids", "support_username", "api_keys", "base_url", "upload_base_url",
+                "model", "poll_interval_s", "timeout_s", "api_key", "dir", "database", "retention_days",
+                "welcome", "per_video", "max_parallel"):
+        assert f"\n{key} =" in text, key
