@@ -57,3 +57,8 @@ def test_policies() -> None:
     for no_retry in (F.USER_VIOLATION, F.BILLING, F.OUR_BUG, F.TIMEOUT):
         assert not policy_for(no_retry, retry).retries
     assert policy_for(F.BILLING, retry).alert_admins and policy_for(F.OUR_BUG, retry).alert_admins
+
+
+def test_download_status_is_not_an_api_code() -> None:
+    err = ProviderError("result download failed", kind=K.DOWNLOAD, http_status=401)
+    assert classify(err).cls is F.TEMPORARY

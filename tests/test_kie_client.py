@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -74,6 +75,26 @@ async def test_upload_returns_download_url(fake: FakeKie, kie: KieProvider) -> N
     assert up.filename.endswith(".jpg") and up.filename != fake.uploads[1].filename and url2 != url
     assert up.key == KEY1
     assert fake.calls[0].user_agent == USER_AGENT
+
+
+async def test_upload_fallbacks_and_errors(fake: FakeKie, kie: KieProvider) -> None:
+    fake.fail_next("upload", body='{"code": 200, "data": {"fileUrl": "https://t.example/a.jpg"}}')
+    assert await kie.upload_image(b"img", "a.jpg") == "https://t.example/a.jpg"
+    fake.fail_next("upload", body='{"success": false, "msg": "Authentication failed"}')
+    err = await raises(kie.upload_image(b"img", "a.jpg"))
+    assert err.kind is ErrorKind.API and err.message == "Authentication failed"
+    fake.fail_next("upload", body='{"code": 200, "msg": "ok", "data": {}}')
+    assert (await raises(kie.upload_image(b"img", "a.jpg"))).kind is ErrorKind.MALFORMED
+
+
+async def test_task_pending_until_generation_delay(fake: FakeKie, kie: KieProvider) -> None:
+    fake.generation_delay_s = 0.15
+    url = await kie.upload_image(b"img", "p.jpg")
+    task = await kie.submit(req(url, "sora-2-image-to-video"))
+    first = await kie.poll(task.task_id, "sora-2-image-to-video", task.key_id)
+    assert first.state is TaskState.PENDING and first.progress == 50
+    await asyncio.sleep(0.2)
+    assert (await kie.poll(task.task_id, "sora-2-image-to-video", task.key_id)).state is TaskState.SUCCESS
 
 
 async def test_veo_submit_poll_download(fake: FakeKie, kie: KieProvider, tmp_path: Path) -> None:
@@ -289,7 +310,7 @@ async def test_round_robin_disable_and_no_keys(fake: FakeKie) -> None:
     assert fake.tasks[(await kie.submit(req(url))).task_id].key == KEY1
     kie.disable_key(ID1, "short", seconds=0.05)
     assert kie.available_keys() == 0
-    time.sleep(0.06)
+    await asyncio.sleep(0.06)
     assert kie.available_keys() == 1
     assert not kie.disable_key("nope", "x")
     await kie.aclose()
@@ -305,7 +326,8 @@ async def test_cool_down_is_per_account(fake: FakeKie) -> None:
 
     kie = make(fake, (KEY1, KEY2), accounts={KEY1: "a", ID2: "b"})
     kie.cool_down_key(ID1, 30)
-    assert kie.available_keys() == 1
+    assert kie.available_keys() == 2  # paused, not broke
+    assert [s["state"] for s in kie.key_states()] == ["cooling", "active"]
     url = await kie.upload_image(b"img", "p.jpg")
     assert fake.tasks[(await kie.submit(req(url))).task_id].key == KEY2
     await kie.aclose()
@@ -366,8 +388,6 @@ def max_in_window(times: list[float], window: float) -> int:
 
 
 async def test_create_limiter_keeps_window(fake: FakeKie) -> None:
-    import asyncio
-
     kie = make(fake, (KEY1, KEY2), create_limit=5, create_period_s=0.25)
     url = await kie.upload_image(b"img", "p.jpg")
     t0 = time.monotonic()
@@ -379,8 +399,6 @@ async def test_create_limiter_keeps_window(fake: FakeKie) -> None:
 
 
 async def test_poll_limiter_is_per_key(fake: FakeKie) -> None:
-    import asyncio
-
     kie = make(fake, (KEY1, KEY2), poll_limit=4, poll_period_s=0.2)
     t0 = time.monotonic()
     await asyncio.gather(*(raises(kie.poll("t", "veo3", kid)) for kid in [ID1] * 6 + [ID2] * 2))

@@ -97,6 +97,8 @@ def classify(err: ProviderError) -> Failure:
     code = _as_int(err.code)
     if code is None or code == 200:
         code = err.http_status
+    if err.kind not in (ErrorKind.API, ErrorKind.TASK_FAILED):
+        code = None  # a CDN's 401 on a result download says nothing about our KIE key
     for rule in RULES:
         if rule.matches(err, code):
             return Failure(rule.failure, err.message, code)

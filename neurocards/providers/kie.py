@@ -16,11 +16,13 @@ message that could echo one is scrubbed, and the key is sent only to KIE's own h
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import mimetypes
 import os
 import re
+import ssl
 import time
 import uuid
 from collections.abc import Mapping
@@ -84,6 +86,12 @@ def _pacer(limit: int, period_s: float) -> AsyncLimiter:
     # per period/(limit-1) instead keeps every window at <= limit even when network jitter
     # bunches two requests together (one slot of head-room), at ~95 % of the allowed rate.
     return AsyncLimiter(1, period_s / max(limit - 1, 1))
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs tens of ms; build it once per process, not per client.
+    return httpx.create_ssl_context()
 
 
 def _snippet(text: str) -> str:
@@ -154,12 +162,13 @@ class KieProvider:
             "timeout": httpx.Timeout(self._config.http_timeout_s),
             "headers": {"User-Agent": USER_AGENT, "Accept": "application/json, */*"},
             "limits": limits,
+            "verify": _ssl_context(),
         }
         if transport is None and proxy and proxy.startswith("socks"):
             # httpx needs the optional `socksio` for SOCKS; httpx-socks is a declared dependency.
             from httpx_socks import AsyncProxyTransport
 
-            transport = AsyncProxyTransport.from_url(proxy, limits=limits)
+            transport = AsyncProxyTransport.from_url(proxy, limits=limits, verify=_ssl_context())
         elif transport is None and proxy:
             kwargs["proxy"] = proxy
         return httpx.AsyncClient(transport=transport, **kwargs)
@@ -233,8 +242,10 @@ class KieProvider:
         return True
 
     def available_keys(self) -> int:
+        """Keys that can still pay. A key cooling down after a 429 counts: it is only paused,
+        and the engine uses this number to decide between "try the next key" and "alert"."""
         now = time.monotonic()
-        return sum(k.state(now) == "active" for k in self._keys)
+        return sum(k.state(now) != "disabled" for k in self._keys)
 
     def key_states(self) -> list[dict[str, Any]]:
         """For metrics/admin. `cooldown_until` is wall-clock epoch seconds (None when active)."""

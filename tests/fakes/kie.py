@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -144,9 +144,9 @@ class FakeKie:
         route = self._route
         app.router.add_post("/api/file-stream-upload", route("upload", self._upload))
         app.router.add_post("/api/v1/jobs/createTask", route("createTask", self._create_market))
-        app.router.add_get("/api/v1/jobs/recordInfo", route("recordInfo", self._record_market))
+        app.router.add_get("/api/v1/jobs/recordInfo", route("recordInfo", self._record("market")))
         app.router.add_post("/api/v1/veo/generate", route("veoGenerate", self._create_veo))
-        app.router.add_get("/api/v1/veo/record-info", route("veoRecordInfo", self._record_veo))
+        app.router.add_get("/api/v1/veo/record-info", route("veoRecordInfo", self._record("veo")))
         app.router.add_get("/api/v1/chat/credit", route("credit", self._credit))
         app.router.add_get("/files/{name}", route("download", None))
         app.router.add_get("/uploads/{path:.+}", route("uploaded", None))
@@ -438,17 +438,14 @@ class FakeKie:
             "createTime": "2025-06-06 10:25:00", "completeTime": None, "fallbackFlag": False,
         }
 
-    async def _record_market(self, request: web.Request, key: str | None) -> tuple[int, Any]:
-        task = self._task_for_poll(request)
-        if not isinstance(task, FakeTask):
-            return task
-        return 200, {"code": 200, "msg": "success", "data": self.market_data(task)}
-
-    async def _record_veo(self, request: web.Request, key: str | None) -> tuple[int, Any]:
-        task = self._task_for_poll(request)
-        if not isinstance(task, FakeTask):
-            return task
-        return 200, {"code": 200, "msg": "success", "data": self.veo_data(task)}
+    def _record(self, family: str) -> Handler:
+        async def handler(request: web.Request, key: str | None) -> tuple[int, Any]:
+            task = self._task_for_poll(request)
+            if not isinstance(task, FakeTask):
+                return task
+            data = self.veo_data(task) if family == "veo" else self.market_data(task)
+            return 200, {"code": 200, "msg": "success", "data": data}
+        return handler
 
     async def _credit(self, request: web.Request, key: str | None) -> tuple[int, Any]:
         return 200, {"code": 200, "msg": "success", "data": self.credits}
