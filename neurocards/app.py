@@ -99,10 +99,10 @@ class Application:
                             orders=self.orders, templates=self.templates)
         self.dp = Dispatcher(storage=SQLiteStorage(self.db))
         for observer in (self.dp.message, self.dp.callback_query):
-            observer.outer_middleware(ThrottlingMiddleware())
+            observer.outer_middleware(ThrottlingMiddleware(cfg.telegram.user_rate_per_s, cfg.telegram.user_burst))
             observer.outer_middleware(ServicesMiddleware(services))
             observer.outer_middleware(UserTrackingMiddleware(services))
-        self.dp.include_routers(menu.router, create.router)
+        self.dp.include_routers(menu.make_router(), create.make_router())
 
         resumed = await self.engine.start()
         self.scheduler = AsyncIOScheduler()

@@ -27,6 +27,9 @@ class TelegramConfig:
     max_upload_mb: int = 50
     request_timeout_s: float = 60.0
     polling_timeout_s: int = 30
+    # Per-user flood protection: sustained updates per second and the burst allowed on top.
+    user_rate_per_s: float = 3.0
+    user_burst: int = 10
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,8 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         max_upload_mb=int(_positive(_get(tg, "telegram", "max_upload_mb", int, 50), "telegram.max_upload_mb")),
         request_timeout_s=float(_positive(_get(tg, "telegram", "request_timeout_s", (int, float), 60.0), "telegram.request_timeout_s")),
         polling_timeout_s=int(_get(tg, "telegram", "polling_timeout_s", int, 30)),
+        user_rate_per_s=float(_positive(_get(tg, "telegram", "user_rate_per_s", (int, float), 3.0), "telegram.user_rate_per_s")),
+        user_burst=int(_positive(_get(tg, "telegram", "user_burst", int, 10), "telegram.user_burst")),
     )
 
     kie_sec = _section(raw, "kie")

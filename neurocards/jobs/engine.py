@@ -61,6 +61,7 @@ class Engine:
         self.templates = templates
         self.prompts = prompts
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._upload_locks: dict[int, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -155,18 +156,26 @@ class Engine:
         if prompt is None:
             prompt = await self.prompts.build(template, product.description or "", job.wishes)
             job = await self.jobs.update(job.id, prompt=prompt, event="prompt ready")
-        url = product.upload_url
-        if not url or not product.upload_url_at or time.time() - product.upload_url_at > UPLOAD_REUSE_S:
-            path = Path(product.photo_path)
-            try:
-                data = await asyncio.to_thread(path.read_bytes)
-            except OSError:
-                return await self._fail(job, Failure(FailureClass.PHOTO_GONE, "product photo is gone"))
-            try:
-                url = await self.provider.upload_image(data, f"p{product.id}{path.suffix or '.jpg'}")
-            except ProviderError as err:
-                return await self._on_error(job, err, retry_state=JobState.QUEUED)
-            await self.products.set_upload_url(product.id, url)
+        # Sibling jobs of one order share the upload: one at a time per product, the rest reuse it.
+        lock = self._upload_locks.setdefault(product.id, asyncio.Lock())
+        try:
+            async with lock:
+                product = await self.products.get(product.id) or product
+                url = product.upload_url
+                if not url or not product.upload_url_at or time.time() - product.upload_url_at > UPLOAD_REUSE_S:
+                    path = Path(product.photo_path)
+                    try:
+                        data = await asyncio.to_thread(path.read_bytes)
+                    except OSError:
+                        return await self._fail(job, Failure(FailureClass.PHOTO_GONE, "product photo is gone"))
+                    try:
+                        url = await self.provider.upload_image(data, f"p{product.id}{path.suffix or '.jpg'}")
+                    except ProviderError as err:
+                        return await self._on_error(job, err, retry_state=JobState.QUEUED)
+                    await self.products.set_upload_url(product.id, url)
+        finally:
+            if not lock.locked() and self._upload_locks.get(product.id) is lock:
+                del self._upload_locks[product.id]
         return await self.jobs.update(job.id, image_url=url, state=JobState.SUBMITTING)
 
     async def _submit(self, job: Job) -> Job | None:

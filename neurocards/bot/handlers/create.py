@@ -22,12 +22,10 @@ from neurocards.store.jobs import DuplicateRequest, InsufficientCredits
 from neurocards.store.users import User
 
 log = logging.getLogger("neurocards.bot")
-router = Router(name="create")
 
 IMAGE_DOCUMENT = F.document.mime_type.in_({"image/jpeg", "image/png", "image/webp"})
 
 
-@router.message(F.photo | IMAGE_DOCUMENT)
 async def got_photo(message: Message, bot: Bot, state: FSMContext, svc: Services, user: User) -> None:
     """A photo at any moment starts a new product; jobs already running go on."""
     file_id = message.photo[-1].file_id if message.photo else message.document.file_id  # type: ignore[union-attr]
@@ -53,12 +51,10 @@ async def got_photo(message: Message, bot: Bot, state: FSMContext, svc: Services
     await message.answer(texts.ASK_DESCRIPTION, reply_markup=keyboards.cancel_only())
 
 
-@router.message(CreateVideo.photo)
 async def expected_photo(message: Message) -> None:
     await message.answer(texts.NOT_A_PHOTO, reply_markup=keyboards.cancel_only())
 
 
-@router.message(CreateVideo.description)
 async def got_description(message: Message, state: FSMContext, svc: Services) -> None:
     text = (message.text or "").strip()
     if not text:
@@ -74,7 +70,6 @@ async def got_description(message: Message, state: FSMContext, svc: Services) ->
     await message.answer(texts.ASK_TEMPLATE, reply_markup=keyboards.templates(product_id, svc.templates.ordered))
 
 
-@router.callback_query(AgainCb.filter())
 async def again(query: CallbackQuery, callback_data: AgainCb, state: FSMContext, svc: Services,
                 user: User) -> None:
     product = await svc.products.get(callback_data.product_id)
@@ -90,7 +85,6 @@ async def again(query: CallbackQuery, callback_data: AgainCb, state: FSMContext,
                                    reply_markup=keyboards.templates(product.id, svc.templates.ordered))
 
 
-@router.callback_query(TemplateCb.filter())
 async def chose_template(query: CallbackQuery, callback_data: TemplateCb, state: FSMContext,
                          svc: Services, user: User) -> None:
     product = await svc.products.get(callback_data.product_id)
@@ -109,7 +103,6 @@ async def _ask_quantity(target: Message, svc: Services, state: FSMContext) -> No
     await target.answer(texts.ASK_QUANTITY, reply_markup=keyboards.quantities(QUANTITIES, svc.config.credits.per_video))
 
 
-@router.message(CreateVideo.wishes)
 async def got_wishes(message: Message, state: FSMContext, svc: Services) -> None:
     text = (message.text or "").strip()
     if not text:
@@ -119,7 +112,6 @@ async def got_wishes(message: Message, state: FSMContext, svc: Services) -> None
     await _ask_quantity(message, svc, state)
 
 
-@router.callback_query(WishesCb.filter(F.action == "skip"), CreateVideo.wishes)
 async def skip_wishes(query: CallbackQuery, state: FSMContext, svc: Services) -> None:
     await query.answer()
     await state.update_data(wishes="")
@@ -127,7 +119,6 @@ async def skip_wishes(query: CallbackQuery, state: FSMContext, svc: Services) ->
         await _ask_quantity(query.message, svc, state)  # type: ignore[arg-type]
 
 
-@router.callback_query(QuantityCb.filter(), CreateVideo.quantity)
 async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, state: FSMContext,
                          svc: Services, user: User) -> None:
     if callback_data.count not in QUANTITIES:
@@ -151,7 +142,6 @@ async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, state:
                                     quote.count, quote.cost, quote.balance), keyboards.confirm(nonce))
 
 
-@router.callback_query(ConfirmCb.filter())
 async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMContext, svc: Services,
                     user: User) -> None:
     data = await state.get_data()
@@ -189,12 +179,27 @@ async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMCo
     await show(query, texts.accepted(len(created.job_ids), created.balance), keyboards.menu_only())
 
 
-@router.message()
 async def anything_else(message: Message) -> None:
     await message.answer(texts.UNKNOWN_INPUT, reply_markup=keyboards.menu_only())
 
 
-@router.callback_query()
 async def stale_button(query: CallbackQuery) -> None:
     """Old, forged or no longer valid buttons: a polite answer, nothing changes."""
     await query.answer(texts.SESSION_EXPIRED, show_alert=True)
+
+
+def make_router() -> Router:
+    """A fresh router per Dispatcher (a router can belong to one parent only)."""
+    router = Router(name="create")
+    router.message.register(got_photo, F.photo | IMAGE_DOCUMENT)
+    router.message.register(expected_photo, CreateVideo.photo)
+    router.message.register(got_description, CreateVideo.description)
+    router.callback_query.register(again, AgainCb.filter())
+    router.callback_query.register(chose_template, TemplateCb.filter())
+    router.message.register(got_wishes, CreateVideo.wishes)
+    router.callback_query.register(skip_wishes, WishesCb.filter(F.action == "skip"), CreateVideo.wishes)
+    router.callback_query.register(chose_quantity, QuantityCb.filter(), CreateVideo.quantity)
+    router.callback_query.register(confirmed, ConfirmCb.filter())
+    router.message.register(anything_else)
+    router.callback_query.register(stale_button)
+    return router

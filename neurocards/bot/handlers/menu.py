@@ -14,15 +14,12 @@ from neurocards.bot.services import Services
 from neurocards.bot.states import CreateVideo
 from neurocards.store.users import User
 
-router = Router(name="menu")
-
 
 async def _menu_text(svc: Services, user: User) -> str:
     balance = await svc.users.balance(user.id)
     return texts.menu(user.first_name, balance, svc.config.credits.per_video)
 
 
-@router.message(CommandStart())
 async def start(message: Message, state: FSMContext, svc: Services, user: User, is_new_user: bool) -> None:
     await state.clear()
     if is_new_user and svc.config.credits.welcome > 0:
@@ -30,30 +27,37 @@ async def start(message: Message, state: FSMContext, svc: Services, user: User, 
     await message.answer(await _menu_text(svc, user), reply_markup=keyboards.main_menu())
 
 
-@router.callback_query(MenuCb.filter(F.action == "home"))
 async def home(query: CallbackQuery, state: FSMContext, svc: Services, user: User) -> None:
     await state.clear()
     await query.answer()
     await show(query, await _menu_text(svc, user), keyboards.main_menu())
 
 
-@router.callback_query(MenuCb.filter(F.action == "balance"))
 async def balance(query: CallbackQuery, svc: Services, user: User) -> None:
     await query.answer()
     amount = await svc.users.balance(user.id)
     await show(query, texts.balance(amount, svc.config.credits.per_video), keyboards.menu_only())
 
 
-@router.callback_query(MenuCb.filter(F.action == "support"))
 async def support(query: CallbackQuery, svc: Services) -> None:
     await query.answer()
     await show(query, texts.support(svc.config.telegram.support_username), keyboards.menu_only())
 
 
-@router.callback_query(MenuCb.filter(F.action == "create"))
 async def create(query: CallbackQuery, state: FSMContext) -> None:
     await state.clear()
     await state.set_state(CreateVideo.photo)
     await query.answer()
     if query.message is not None:
         await query.message.answer(texts.ASK_PHOTO, reply_markup=keyboards.cancel_only())
+
+
+def make_router() -> Router:
+    """A fresh router per Dispatcher (a router can belong to one parent only)."""
+    router = Router(name="menu")
+    router.message.register(start, CommandStart())
+    router.callback_query.register(home, MenuCb.filter(F.action == "home"))
+    router.callback_query.register(balance, MenuCb.filter(F.action == "balance"))
+    router.callback_query.register(support, MenuCb.filter(F.action == "support"))
+    router.callback_query.register(create, MenuCb.filter(F.action == "create"))
+    return router
