@@ -1,9 +1,6 @@
-"""Outbound proxies: parsing `proxies.txt`, a health-tracking round-robin pool, and the two
-adapters that make httpx (KIE, OpenAI) and aiogram (Telegram) rotate through it.
-
-Credentials live only in `Proxy.url` / `.password`; everything that may reach a log, a metric
-or an exception message uses `Proxy.label` (host:port).
-"""
+"""Outbound proxies: `proxies.txt` parsing, a round-robin pool with cool-down, and adapters that
+make httpx (KIE, OpenAI) and aiogram (Telegram) rotate through it. Credentials stay in
+`Proxy.url`/`.password`; logs, metrics and exception messages only ever get `Proxy.label`."""
 
 from __future__ import annotations
 
@@ -14,21 +11,19 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
+import aiohttp_socks
 import httpx
 import python_socks
+from aiogram.__meta__ import __version__ as aiogram_version
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods.base import TelegramType
 from aiohttp.hdrs import USER_AGENT
 from aiohttp.http import SERVER_SOFTWARE
-from aiohttp_socks import ProxyConnectionError as AioSocksConnectionError
-from aiohttp_socks import ProxyConnector
-from aiohttp_socks import ProxyError as AioSocksError
-from aiohttp_socks import ProxyTimeoutError as AioSocksTimeoutError
 from httpx._multipart import MultipartStream
 from httpx_socks import AsyncProxyTransport
 from python_socks import ProxyType
@@ -85,45 +80,44 @@ class Proxy:
         return ssl.create_default_context() if self.scheme == "https" else None
 
 
-def _make_proxy(scheme: str, host: str, port_text: str | None, user: str | None,
+class _BadLine(ValueError):
+    """Our own reasons; other ValueErrors (from urlsplit) may quote the line, so never shown."""
+
+
+def _make_proxy(scheme: str, host: str, port: int | str | None, user: str | None,
                 password: str | None) -> Proxy:
     if scheme not in _SCHEMES:
-        raise ValueError(f"unsupported scheme {scheme!r} (use {', '.join(_SCHEMES)})")
+        raise _BadLine(f"unsupported scheme {scheme[:10]!r} (use {', '.join(_SCHEMES)})")
     if not host or any(c.isspace() for c in host):
-        raise ValueError("missing or invalid host")
+        raise _BadLine("missing or invalid host")
     try:
-        port = int(port_text or "")
+        port = int(str(port))
     except ValueError:
-        raise ValueError("missing or invalid port") from None
+        port = 0
     if not 0 < port < 65536:
-        raise ValueError("port out of range")
+        raise _BadLine("missing or invalid port")
+    if user == "" or (user and ":" in user and _SCHEMES[scheme] is ProxyType.HTTP):
+        raise _BadLine("empty user name, or ':' in an HTTP proxy user name")
+    if user is not None and password is None:
+        password = ""  # python-socks wants both or neither
     hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    creds = ""
-    if user is not None:
-        creds = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "") + "@"
+    creds = f"{quote(user, safe='')}:{quote(password or '', safe='')}@" if user is not None else ""
     return Proxy(f"{scheme}://{creds}{hostport}", hostport, scheme, host, port, user, password)
 
 
 def _parse_line(line: str, default_scheme: str) -> Proxy:
-    if "://" in line:
-        parts = urlsplit(line)
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError("unexpected path, query or fragment (percent-encode '/', '?', '#' "
-                             "in credentials)")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError("missing or invalid port") from None
-        user = unquote(parts.username) if parts.username is not None else None
-        password = unquote(parts.password) if parts.password is not None else None
-        return _make_proxy(parts.scheme.lower(), parts.hostname or "",
-                           str(port) if port else None, user, password)
-    fields = line.split(":", 3)  # the password may itself contain ':'
-    if len(fields) == 2:
-        return _make_proxy(default_scheme, fields[0], fields[1], None, None)
-    if len(fields) == 4 and fields[2]:
-        return _make_proxy(default_scheme, fields[0], fields[1], fields[2], fields[3])
-    raise ValueError(_FORMATS)
+    if "://" not in line:
+        fields = line.split(":", 3)  # the password may itself contain ':'
+        if len(fields) not in (2, 4):
+            raise _BadLine(_FORMATS)
+        return _make_proxy(default_scheme, *fields[:2], *(fields[2:] or (None, None)))
+    parts = urlsplit(line)
+    port = parts.port if parts.netloc.rpartition(":")[2].isdigit() else None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _BadLine("unexpected path, query or fragment (percent-encode them in credentials)")
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return _make_proxy(parts.scheme.lower(), parts.hostname or "", port, user, password)
 
 
 def parse_proxies(text: str, *, source: str = "proxies", default_scheme: str = "socks5") -> list[Proxy]:
@@ -137,19 +131,19 @@ def parse_proxies(text: str, *, source: str = "proxies", default_scheme: str = "
         try:
             proxy = _parse_line(line, default_scheme)
         except ValueError as exc:
-            # The reason only: the line itself may hold a password.
-            raise ProxyConfigError(f"{source}: line {number}: {exc}") from None
+            # Our reason only: the line, and other errors' messages, may hold a password.
+            reason = str(exc) if isinstance(exc, _BadLine) else "not a valid proxy"
+            raise ProxyConfigError(f"{source}: line {number}: {reason}") from None
         found.setdefault(proxy.url, proxy)
     return list(found.values())
 
 
 def load_proxies(path: Path, *, default_scheme: str = "socks5") -> list[Proxy]:
     """Proxies from a file; a missing file means no proxies (direct connections)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    return parse_proxies(text, source=str(path), default_scheme=default_scheme)
+    return parse_proxies(path.read_text(encoding="utf-8"), source=str(path),
+                         default_scheme=default_scheme)
 
 
 @dataclass
@@ -296,13 +290,13 @@ class RotatingProxyTransport(httpx.AsyncBaseTransport):
         except _HTTPX_CONNECT_ERRORS as exc:
             self._pool.mark_failed(proxy, exc)
             if proxy is None or not _replayable(request):
-                raise _as_httpx_error(exc, proxy, request) from exc
+                _raise_as_httpx(exc, proxy, request)
         retry = self._pick(request)
         try:
             return await self._send(retry, request)
         except _HTTPX_CONNECT_ERRORS as exc:
             self._pool.mark_failed(retry, exc)
-            raise _as_httpx_error(exc, retry, request) from exc
+            _raise_as_httpx(exc, retry, request)
 
     async def aclose(self) -> None:
         transports, self._transports = list(self._transports.values()), {}
@@ -310,13 +304,12 @@ class RotatingProxyTransport(httpx.AsyncBaseTransport):
             await transport.aclose()
 
 
-def _as_httpx_error(exc: BaseException, proxy: Proxy | None,
-                    request: httpx.Request) -> httpx.TransportError:
+def _raise_as_httpx(exc: BaseException, proxy: Proxy | None, request: httpx.Request) -> NoReturn:
     # Callers (KIE, OpenAI SDK) handle httpx errors; python-socks ones would escape them.
     if isinstance(exc, httpx.TransportError):
-        return exc
+        raise exc
     kind = httpx.ConnectError if proxy is None else httpx.ProxyError
-    return kind(_failure_text(proxy, exc), request=request)
+    raise kind(_failure_text(proxy, exc), request=request) from exc
 
 
 # --- aiogram ----------------------------------------------------------------------------------
@@ -325,8 +318,10 @@ def _as_httpx_error(exc: BaseException, proxy: Proxy | None,
 # never saw the request, so a replay cannot send a message twice. Errors after the request went
 # out (disconnects, read timeouts) are not retried or blamed on the proxy.
 _AIOHTTP_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.ClientHttpProxyError,
-    AioSocksError, AioSocksConnectionError, AioSocksTimeoutError,
+    # aiohttp < 3.10 raised ServerTimeoutError for sock_connect (we set no sock_read limit).
+    aiohttp.ClientConnectorError, getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError),
+    aiohttp.ClientHttpProxyError,
+    aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError,
 )
 
 
@@ -348,13 +343,12 @@ class RotatingProxySession(AiohttpSession):
             if proxy is None:
                 connector = aiohttp.TCPConnector(**self._connector_init)
             else:
-                connector = ProxyConnector(
+                connector = aiohttp_socks.ProxyConnector(
                     host=proxy.host, port=proxy.port, proxy_type=proxy.proxy_type,
                     username=proxy.username, password=proxy.password, rdns=proxy.rdns,
                     proxy_ssl=proxy.proxy_ssl, **self._connector_init)
             session = aiohttp.ClientSession(
-                connector=connector,
-                headers={USER_AGENT: f"{SERVER_SOFTWARE} aiogram (neurocards)"})
+                connector=connector, headers={USER_AGENT: f"{SERVER_SOFTWARE} aiogram/{aiogram_version}"})
             self._sessions[proxy] = session
         return session
 
@@ -364,8 +358,7 @@ class RotatingProxySession(AiohttpSession):
 
     def _client_timeout(self, timeout: float | None) -> aiohttp.ClientTimeout:
         total = self.timeout if timeout is None else timeout
-        # A separate connect limit so a black-holed proxy fails over instead of eating the
-        # whole (long-poll sized) request timeout.
+        # A black-holed proxy must fail over, not eat the whole (long-poll sized) timeout.
         return aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout))
 
     async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
@@ -402,8 +395,7 @@ class RotatingProxySession(AiohttpSession):
                              timeout: int = 30,  # noqa: ASYNC109 (aiogram's signature)
                              chunk_size: int = 65536, raise_for_status: bool = True,
                              ) -> AsyncGenerator[bytes, None]:
-        """File downloads (bot.download): fail over like make_request, but only before the
-        first byte is yielded."""
+        """Downloads (bot.download): fail over like make_request, before the first byte only."""
         for attempt in (1, 2):
             try:
                 proxy = self._pool.next()
@@ -425,10 +417,8 @@ class RotatingProxySession(AiohttpSession):
             return
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        open_sessions = [s for s in sessions if not s.closed]
-        for session in open_sessions:
+        sessions, self._sessions = [s for s in self._sessions.values() if not s.closed], {}
+        for session in sessions:
             await session.close()
-        if open_sessions:
-            # Same grace period as AiohttpSession.close, once for all sessions.
+        if sessions:  # AiohttpSession.close's grace period for SSL shutdown, once for all
             await asyncio.sleep(0.25)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.kie import FakeKie
+from tests.fakes.telegram import FakeTelegram
+from tests.harness import TOKEN, Harness
 
 
 def ledger_violations(db_path: Path) -> list[str]:
@@ -49,3 +54,23 @@ def ledger_invariant(tmp_path: Path):
     for db_path in tmp_path.rglob("*.sqlite3"):
         problems = ledger_violations(db_path)
         assert not problems, f"ledger invariant broken in {db_path.name}: {problems}"
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """Fake Telegram + fake KIE running; the bot is started by the test (in-process or as a subprocess)."""
+    tg = FakeTelegram(token=TOKEN)
+    kie = FakeKie()
+    await tg.start()
+    await kie.start()
+    h = Harness(tmp_path, tg, kie)
+    try:
+        yield h
+    finally:
+        if h.process is not None:
+            h.process.kill()
+            h.process.wait(timeout=10)
+        await h.stop()
+        await kie.stop()
+        await tg.stop()
+    tg.assert_no_rejections()

@@ -114,6 +114,12 @@ class Harness:
             cwd=self.tmp, env=env, stdout=open(self.tmp / "bot.log", "ab"), stderr=subprocess.STDOUT)
         return self.process
 
+    async def spawn_ready(self, timeout: float = 60.0) -> None:
+        """Start the bot process and wait until it polls Telegram (a cold start imports a lot)."""
+        polls = self.tg.count("getUpdates")
+        self.spawn()
+        await self.tg.wait_until(lambda: self.tg.count("getUpdates") > polls, timeout=timeout)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)

@@ -2,30 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from tests.fakes.kie import FakeKie
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import Harness, launch, product_jpeg, videos, walk_to_confirm
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    tg = FakeTelegram(token="123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz")
-    kie = FakeKie()
-    await tg.start()
-    await kie.start()
-    h = Harness(tmp_path, tg, kie)
-    try:
-        yield h
-    finally:
-        await h.stop()
-        await kie.stop()
-        await tg.stop()
-    tg.assert_no_rejections()
+from tests.harness import Harness, product_jpeg, videos, walk_to_confirm
 
 
 async def test_start_shows_menu_balance_and_welcome_once(harness: Harness) -> None:

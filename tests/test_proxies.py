@@ -95,6 +95,8 @@ def test_parse_dedupes_and_skips_comments() -> None:
     f"socks5://user:{SECRET}@1.2.3.4",  # no port
     f"socks5://user:{SECRET}#x@1.2.3.4:1080",  # unencoded '#'
     f"1.2.3.4:1080::{SECRET}",  # empty user
+    f"socks5://user:{SECRET}\uff03@1.2.3.4:1080",  # urlsplit's own error would quote the netloc
+    f"http://us%3Aer:{SECRET}@1.2.3.4:1080",  # ":" in an HTTP user name
 ])
 def test_bad_line_names_line_number_without_password(bad: str) -> None:
     with pytest.raises(ProxyConfigError) as info:
@@ -264,32 +266,38 @@ async def _check_httpx_through(proxy: FakeSocks5Proxy, upstream: Upstream) -> No
 async def test_httpx_fails_over_from_dead_proxy(socks: FakeSocks5Proxy, upstream: Upstream,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     dead = free_dead_url()
-    pool = ProxyPool(parse_proxies(f"{dead}\n{socks.url}"), cooldown_s=60)
+    clock = FakeClock()
+    pool = ProxyPool(parse_proxies(f"{dead}\n{socks.url}"), cooldown_s=60, clock=clock)
     with caplog.at_level(logging.DEBUG):
         async with _client(pool) as client:
             response = await client.post(f"{upstream.url}/ping", json={"a": 1})
             again = await client.get(f"{upstream.url}/ping")
+            clock.now += 61  # the dead proxy is due for another try
+            upload = await client.post(f"{upstream.url}/ping", files={"f": b"12345"})
     assert response.status_code == again.status_code == 200
-    assert socks.connections == 1 and upstream.hits == ["/ping", "/ping"]
+    assert upload.status_code == 200  # multipart bodies are replayed too
+    assert socks.connections == 1 and upstream.hits == ["/ping", "/ping", "/ping"]
     dead_state, live_state = pool.states()
-    assert not dead_state["healthy"] and dead_state["failures"] == 1
-    assert live_state["healthy"] and live_state["successes"] == 2
+    assert not dead_state["healthy"] and dead_state["failures"] == 2
+    assert live_state["healthy"] and live_state["successes"] == 3
     assert any("cooling down" in r.getMessage() and dead_state["label"] in r.getMessage()
                for r in caplog.records)
     assert SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("kind", [FakeSocks5Proxy, FakeHttpConnectProxy])
 async def test_httpx_wrong_password_and_all_down_errors_hide_secret(
-        socks: FakeSocks5Proxy, upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:
-    wrong = socks.url.replace(SECRET, SECRET + "-wrong")
-    pool = ProxyPool(parse_proxies(f"{wrong}\n{free_dead_url('http')}"), fallback_direct=False)
-    with caplog.at_level(logging.DEBUG):
-        async with _client(pool) as client:
-            with pytest.raises(httpx.ProxyError) as first:
-                await client.get(f"{upstream.url}/ping")
-            with pytest.raises(httpx.ConnectError, match="cooling down") as second:
-                await client.get(f"{upstream.url}/ping")
-    assert socks.auth_failures == 1 and upstream.hits == []
+        kind: type[FakeSocks5Proxy], upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:
+    async with kind("user", SECRET) as proxy:
+        wrong = proxy.url.replace(SECRET, SECRET + "-wrong")
+        pool = ProxyPool(parse_proxies(f"{wrong}\n{free_dead_url('http')}"), fallback_direct=False)
+        with caplog.at_level(logging.DEBUG):
+            async with _client(pool) as client:
+                with pytest.raises(httpx.ProxyError) as first:
+                    await client.get(f"{upstream.url}/ping")
+                with pytest.raises(httpx.ConnectError, match="cooling down") as second:
+                    await client.get(f"{upstream.url}/ping")
+    assert proxy.auth_failures == 1 and upstream.hits == []
     assert [s["healthy"] for s in pool.states()] == [False, False]
     for exc in (first.value, second.value):
         assert SECRET not in str(exc) and SECRET not in repr(exc)
@@ -313,7 +321,10 @@ async def test_httpx_streaming_body_is_not_replayed(socks: FakeSocks5Proxy,
 async def test_httpx_direct_without_proxies(upstream: Upstream) -> None:
     async with _client(ProxyPool([])) as client:
         assert (await client.get(f"{upstream.url}/ping")).status_code == 200
+        with pytest.raises(httpx.ConnectError) as info:
+            await client.get(free_dead_url("http").replace(f"user:{SECRET}@", ""))
     assert upstream.hits == ["/ping"]
+    assert info.value.__cause__ is not info.value
 
 
 @pytest.mark.parametrize("kind", [FakeSocks5Proxy, FakeHttpConnectProxy])
@@ -360,6 +371,25 @@ async def test_aiogram_falls_back_to_direct(upstream: Upstream) -> None:
     async with Bot(TOKEN, session=session) as bot:
         assert (await bot.get_me()).id == 1  # dead proxy, then the retry goes direct
     assert upstream.hits == ["getMe"] and pool.states()[0]["failures"] == 1
+
+
+async def test_hanging_proxy_times_out_and_fails_over(socks: FakeSocks5Proxy,
+                                                      upstream: Upstream) -> None:
+    async with FakeSocks5Proxy("user", SECRET) as hung:
+        hung.hang = True
+        pool = ProxyPool(parse_proxies(f"{hung.url}\n{socks.url}"))
+        async with httpx.AsyncClient(transport=RotatingProxyTransport(pool),
+                                     timeout=httpx.Timeout(5.0, connect=0.3)) as client:
+            assert (await client.get(f"{upstream.url}/ping")).status_code == 200
+        assert [s["healthy"] for s in pool.states()] == [False, True]
+
+        pool = ProxyPool(parse_proxies(f"{hung.url}\n{socks.url}"))
+        session = RotatingProxySession(pool, api=TelegramAPIServer.from_base(upstream.url),
+                                       timeout=5, connect_timeout=0.3)
+        async with Bot(TOKEN, session=session) as bot:
+            assert (await bot.get_me()).id == 1
+        assert [s["healthy"] for s in pool.states()] == [False, True]
+    assert hung.connections == 2 and upstream.hits == ["/ping", "getMe"]
 
 
 async def test_fake_proxy_switch_off_refuses(socks: FakeSocks5Proxy, upstream: Upstream) -> None:

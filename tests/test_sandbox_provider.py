@@ -216,3 +216,13 @@ def test_a_cyrillic_font_is_found() -> None:
     font, text = _pick_font(CYRILLIC, 40)
     assert text == CYRILLIC  # a font covering the text was found (or else it was transliterated)
     assert _covers(font, CYRILLIC)
+
+
+def test_without_a_cyrillic_font_the_caption_is_transliterated(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    from neurocards.providers import sandbox
+
+    monkeypatch.setattr(sandbox, "_font_files", lambda: ())
+    font, text = _pick_font("Кружка «Утро»", 40)
+    assert text == "Kruzhka «Utro»" and _covers(font, text)  # Pillow's default font is Latin only
+    assert sandbox.render_caption("Кружка «Утро»", 144, tmp_path / "c.png") > 10

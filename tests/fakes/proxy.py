@@ -40,6 +40,7 @@ class _FakeProxy:
         self.bytes_up = 0  # client -> target
         self.bytes_down = 0  # target -> client
         self.targets: list[tuple[str, int]] = []
+        self.hang = False  # accept TCP, then never answer: a black-holed proxy
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -94,6 +95,8 @@ class _FakeProxy:
         self._writers.add(writer)
         self.connections += 1
         try:
+            if self.hang:
+                await asyncio.Event().wait()  # until switch_off/stop cancels us
             target = await self._handshake(reader, writer)
             if target is not None:
                 await self._relay(reader, writer, *target)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .telegram_media import file_object
@@ -18,7 +19,7 @@ QUERY_INVALID = "query is too old and response timeout expired or query ID is in
 MAX_POLL_TIMEOUT = 50  # the server caps long polling; keeps a stray huge timeout bounded
 
 
-def handler(name: str) -> Any:
+def handler(name: str) -> Callable[[Handler], Handler]:
     def register(func: Handler) -> Handler:
         BOT_HANDLERS[name.lower()] = func
         return func

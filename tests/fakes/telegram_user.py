@@ -8,7 +8,7 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .telegram_media import store_photo
 from .telegram_state import (
@@ -24,14 +24,23 @@ from .telegram_state import (
 )
 
 MessagePredicate = Callable[[BotMessage], Any]
-# A message reference: a BotMessage, an aiogram Message, a raw dict or a message_id.
-MessageRef = BotMessage | int | dict[str, Any] | Any
+
+
+class _HasMessageId(Protocol):
+    @property
+    def message_id(self) -> int: ...
+
+
+# A message reference: a BotMessage, an aiogram Message, a raw Message dict or an id.
+MessageRef = BotMessage | _HasMessageId | dict[str, Any] | int
 
 
 def _message_id(message: MessageRef) -> int:
     if isinstance(message, dict):
         return int(message["message_id"])
-    return int(getattr(message, "message_id", message))
+    if isinstance(message, int):
+        return message
+    return int(message.message_id)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,70 @@
+"""Killing the bot process (SIGKILL) at any moment loses nothing and pays for nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.harness import Harness, launch, videos
+
+
+async def _wait_state(harness: Harness, state: str, timeout: float = 20.0) -> None:
+    await harness.wait_jobs(lambda rows: bool(rows) and all(r["state"] == state for r in rows), timeout)
+
+
+async def test_kill_while_generating_resumes_the_same_task(harness: Harness) -> None:
+    harness.kie.generation_delay_s = 3600  # the task stays "generating" until we say otherwise
+    await harness.spawn_ready()
+    user = harness.tg.user(2001)
+    await launch(user, quantity=2, description="Кожаный кошелёк коричневый")
+    await _wait_state(harness, "generating")
+    assert harness.kie.count("veoGenerate") == 2
+    harness.kill()
+
+    harness.kie.generation_delay_s = 0  # KIE finishes while the bot is down
+    await harness.spawn_ready()
+    await harness.tg.wait_until(lambda: len(videos(user)) == 2, timeout=30)
+    await _wait_state(harness, "done")
+    await asyncio.sleep(0.5)  # would a duplicate delivery or a second task show up?
+    assert len(videos(user)) == 2
+    assert harness.kie.count("veoGenerate") == 2  # polled the old tasks, never created new ones
+    assert harness.ledger(2001) == [(30, "welcome"), (-10, "job_charge"), (-10, "job_charge")]
+    assert harness.balance(2001) == 10
+
+
+async def test_kill_during_retry_wait_continues_the_retry(harness: Harness) -> None:
+    harness.overrides = {"generation.retry": {"temporary_delays_s": [3, 3, 3, 3]}}
+    harness.kie.fail_next("veoGenerate", http_status=500)
+    await harness.spawn_ready()
+    user = harness.tg.user(2002)
+    await launch(user, quantity=1)
+    await user.wait_for_message(lambda m: "Первая попытка не удалась" in m.text, timeout=30)
+    rows = harness.jobs(2002)
+    assert rows[0]["attempts"] == 1 and rows[0]["state"] == "submitting" and rows[0]["task_id"] is None
+    harness.kill()
+
+    harness.overrides = {"generation.retry": {"temporary_delays_s": [3, 3, 3, 3]}}
+    await harness.spawn_ready()
+    await harness.tg.wait_until(lambda: len(videos(user)) == 1, timeout=30)
+    await _wait_state(harness, "done")
+    assert harness.kie.count("veoGenerate") == 2  # the failed call and exactly one retry
+    assert sum("Первая попытка" in m.text for m in user.messages) == 1
+    assert harness.ledger(2002) == [(30, "welcome"), (-10, "job_charge")]
+
+
+async def test_kill_after_download_goes_straight_to_sending(harness: Harness) -> None:
+    harness.tg.fail_next("sendVideo", status=429, description="Too Many Requests: retry after 30",
+                         retry_after=30)
+    await harness.spawn_ready()
+    user = harness.tg.user(2003)
+    await launch(user, quantity=1)
+    await _wait_state(harness, "sending")
+    await harness.tg.wait_until(lambda: harness.tg.count("sendVideo") >= 1)
+    harness.kill()  # killed while waiting out Telegram's flood control
+
+    downloads = harness.kie.count("download")
+    await harness.spawn_ready()
+    await harness.tg.wait_until(lambda: len(videos(user)) == 1, timeout=30)
+    await _wait_state(harness, "done")
+    assert harness.kie.count("download") == downloads  # the file on disk was sent, not fetched again
+    assert harness.kie.count("veoGenerate") == 1
+    assert harness.balance(2003) == 20
