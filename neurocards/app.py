@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from datetime import datetime
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -25,11 +26,13 @@ from neurocards.bot.middlewares import (
 from neurocards.bot.notifier import TelegramNotifier
 from neurocards.bot.services import Services
 from neurocards.config import Config
+from neurocards.jobs.alerts import Alerts, BalanceWatch
 from neurocards.jobs.engine import Engine
 from neurocards.jobs.orders import Orders
 from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.providers.base import VideoProvider
+from neurocards.providers.kie_callbacks import CallbackServer
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobStore
 from neurocards.store.users import ProductStore, UserStore
@@ -91,9 +94,11 @@ class Application:
             self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
             max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024)
         self.prompts = PromptBuilder(cfg.openai)
+        self.alerts = Alerts(self.notifier)
         self.engine = Engine(
             config=cfg, jobs=self.jobs, users=self.users, products=self.products, provider=self.provider,
-            notifier=self.notifier, templates=self.templates, prompts=self.prompts)
+            notifier=self.notifier, templates=self.templates, prompts=self.prompts, alerts=self.alerts)
+        self.balance_watch = BalanceWatch(self.provider, self.alerts, cfg.kie.low_balance_alert)
         self.orders = Orders(cfg, self.jobs, self.templates, self.provider.name, on_new_jobs=self.engine.wake)
         services = Services(config=cfg, db=self.db, users=self.users, products=self.products, jobs=self.jobs,
                             orders=self.orders, templates=self.templates)
@@ -104,10 +109,24 @@ class Application:
             observer.outer_middleware(UserTrackingMiddleware(services))
         self.dp.include_routers(menu.make_router(), create.make_router())
 
+        self.callbacks: CallbackServer | None = None
+        if cfg.kie.callback_url and not cfg.sandbox:
+            host, _, port = cfg.kie.callback_listen.rpartition(":")
+            self.callbacks = CallbackServer(host, int(port), cfg.kie.callback_secret,
+                                            cfg.kie.callback_hmac_key or None, self.engine.on_task_callback)
+            await self.callbacks.start()
+
         resumed = await self.engine.start()
+        if resumed:
+            await self.alerts.send("engine:resumed", f"neurocards перезапущен: продолжаю {resumed} незавершённых задач")
         self.scheduler = AsyncIOScheduler()
-        self.scheduler.add_job(self.engine.notify_long_waits, "interval", seconds=30, id="long-waits",
+        notice_every = max(0.2, min(30.0, cfg.generation.retry.queue_notice_after_s / 3))
+        self.scheduler.add_job(self.engine.notify_long_waits, "interval", seconds=notice_every, id="long-waits",
                                max_instances=1, coalesce=True)
+        if not cfg.sandbox and cfg.kie.low_balance_alert > 0:
+            self.scheduler.add_job(self.balance_watch.check, "interval", seconds=cfg.kie.balance_check_interval_s,
+                                   id="kie-balance", max_instances=1, coalesce=True,
+                                   next_run_time=datetime.now())
         self.scheduler.add_job(sweep_storage, "interval", hours=24, args=[cfg], id="sweep",
                                max_instances=1, coalesce=True)
         self.scheduler.start()
@@ -127,6 +146,8 @@ class Application:
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
         await self.engine.stop()
+        if self.callbacks is not None:
+            await self.callbacks.stop()
         await self.prompts.aclose()
         await self.provider.aclose()
         await self.bot.session.close()

@@ -42,6 +42,13 @@ class KieConfig:
     timeout_s: float = 900.0
     http_timeout_s: float = 60.0
     callback_url: str = ""
+    callback_secret: str = ""
+    callback_listen: str = "127.0.0.1:8085"
+    callback_hmac_key: str = ""
+    # With callbacks on, polling is only a safety net and can be slow.
+    callback_poll_interval_s: float = 60.0
+    low_balance_alert: float = 500.0
+    balance_check_interval_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,21 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         timeout_s=float(_positive(_get(kie_sec, "kie", "timeout_s", (int, float), 900.0), "kie.timeout_s")),
         http_timeout_s=float(_positive(_get(kie_sec, "kie", "http_timeout_s", (int, float), 60.0), "kie.http_timeout_s")),
         callback_url=_get(kie_sec, "kie", "callback_url", str, ""),
+        callback_secret=env.get("NEUROCARDS_KIE_CALLBACK_SECRET") or _get(kie_sec, "kie", "callback_secret", str, ""),
+        callback_listen=_get(kie_sec, "kie", "callback_listen", str, "127.0.0.1:8085"),
+        callback_hmac_key=env.get("NEUROCARDS_KIE_HMAC_KEY") or _get(kie_sec, "kie", "callback_hmac_key", str, ""),
+        callback_poll_interval_s=float(_positive(_get(kie_sec, "kie", "callback_poll_interval_s", (int, float), 60.0), "kie.callback_poll_interval_s")),
+        low_balance_alert=float(_get(kie_sec, "kie", "low_balance_alert", (int, float), 500.0)),
+        balance_check_interval_s=float(_positive(_get(kie_sec, "kie", "balance_check_interval_s", (int, float), 600.0), "kie.balance_check_interval_s")),
     )
+    if kie.callback_url:
+        if not kie.callback_url.startswith(("http://", "https://")):
+            raise ConfigError("config: kie.callback_url must be an http(s) URL")
+        if len(kie.callback_secret) < 16:
+            raise ConfigError("config: kie.callback_secret must be set (16+ characters) when kie.callback_url is set")
+        host, _, port = kie.callback_listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError("config: kie.callback_listen must look like 127.0.0.1:8085")
 
     oa = _section(raw, "openai")
     openai = OpenAIConfig(

@@ -37,11 +37,12 @@ def product_jpeg(width: int = 640, height: int = 800, color: tuple[int, int, int
 
 def config_text(tg: FakeTelegram, kie: FakeKie, *, overrides: dict[str, dict[str, Any]] | None = None) -> str:
     sections: dict[str, dict[str, Any]] = {
-        "telegram": {"token": TOKEN, "api_base": tg.base_url, "admin_ids": [900], "support_username": "nc_help",
+        "telegram": {"token": TOKEN, "api_base": tg.base_url, "admin_ids": [], "support_username": "nc_help",
                      "polling_timeout_s": 1, "request_timeout_s": 10,
                      "user_rate_per_s": 50, "user_burst": 50},
         "kie": {"api_keys": [KIE_KEY], "base_url": kie.base_url, "upload_base_url": kie.base_url,
-                "model": "veo3_fast", "poll_interval_s": 0.05, "timeout_s": 30, "http_timeout_s": 5},
+                "model": "veo3_fast", "poll_interval_s": 0.05, "timeout_s": 30, "http_timeout_s": 5,
+                "low_balance_alert": 0},
         "storage": {"dir": "storage", "database": "storage/neurocards.sqlite3", "retention_days": 7},
         "credits": {"welcome": 30, "per_video": 10},
         "generation": {"max_parallel": 20, "dispatch_interval_s": 0.05},

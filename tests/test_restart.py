@@ -13,7 +13,11 @@ async def _wait_state(harness: Harness, state: str, timeout: float = 20.0) -> No
 
 async def test_kill_while_generating_resumes_the_same_task(harness: Harness) -> None:
     harness.kie.generation_delay_s = 3600  # the task stays "generating" until we say otherwise
+    harness.overrides = {"telegram": {"admin_ids": [900]}}
     await harness.spawn_ready()
+    admin = harness.tg.user(900, "Admin")
+    await admin.send_text("/start")
+    await admin.wait_for_message(lambda m: "Баланс" in m.text, timeout=30)
     user = harness.tg.user(2001)
     await launch(user, quantity=2, description="Кожаный кошелёк коричневый")
     await _wait_state(harness, "generating")
@@ -29,6 +33,8 @@ async def test_kill_while_generating_resumes_the_same_task(harness: Harness) -> 
     assert harness.kie.count("veoGenerate") == 2  # polled the old tasks, never created new ones
     assert harness.ledger(2001) == [(30, "welcome"), (-10, "job_charge"), (-10, "job_charge")]
     assert harness.balance(2001) == 10
+    # The operator hears that the bot came back and picked up the unfinished work.
+    await admin.wait_for_message(lambda m: "продолжаю 2 незавершённых" in m.text)
 
 
 async def test_kill_during_retry_wait_continues_the_retry(harness: Harness) -> None:

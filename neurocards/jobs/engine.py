@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from neurocards.config import Config
+from neurocards.jobs.alerts import Alerts
 from neurocards.jobs.failures import Failure, FailureClass, classify, policy_for
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind, JobNotifier
 from neurocards.jobs.prompting import PromptBuilder
@@ -30,6 +31,8 @@ from neurocards.providers.base import (
     VideoProvider,
     VideoRequest,
 )
+from neurocards.providers.kie_callbacks import callback_url
+from neurocards.providers.video_tools import compress_to_fit
 from neurocards.store.jobs import TERMINAL, Job, JobState, JobStore
 from neurocards.store.users import ProductStore, UserStore
 
@@ -51,6 +54,7 @@ class Engine:
         notifier: JobNotifier,
         templates: TemplateCatalog,
         prompts: PromptBuilder,
+        alerts: Alerts | None = None,
     ) -> None:
         self.config = config
         self.jobs = jobs
@@ -62,6 +66,8 @@ class Engine:
         self.prompts = prompts
         self._running: dict[int, asyncio.Task[None]] = {}
         self._upload_locks: dict[int, asyncio.Lock] = {}
+        self._poll_wakeups: dict[str, asyncio.Event] = {}
+        self.alerts = alerts or Alerts(notifier)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -187,7 +193,8 @@ class Engine:
             model=job.model,
             aspect_ratio=template.aspect_ratio,
             duration_s=template.duration_s,
-            callback_url=self.config.kie.callback_url or None,
+            callback_url=(callback_url(self.config.kie.callback_url, self.config.kie.callback_secret)
+                          if self.config.kie.callback_url else None),
         )
         try:
             task = await self.provider.submit(request)
@@ -201,8 +208,22 @@ class Engine:
     async def _await_result(self, job: Job) -> Job | None:
         assert job.task_id is not None
         submitted = job.submitted_at or time.time()
-        interval = self.config.kie.poll_interval_s
+        wakeup = self._poll_wakeups.setdefault(job.task_id, asyncio.Event())
+        try:
+            return await self._poll_until_done(job, submitted, wakeup)
+        finally:
+            self._poll_wakeups.pop(job.task_id, None)
+
+    def _poll_interval(self, age_s: float) -> float:
+        """KIE's guidance: poll often at first, then less; with callbacks polling is a safety net."""
+        kie = self.config.kie
+        base = kie.poll_interval_s if age_s < 120 else max(kie.poll_interval_s, min(30.0, 2 * kie.poll_interval_s))
+        return max(base, kie.callback_poll_interval_s) if kie.callback_url else base
+
+    async def _poll_until_done(self, job: Job, submitted: float, wakeup: asyncio.Event) -> Job | None:
+        assert job.task_id is not None
         while True:
+            interval = self._poll_interval(time.time() - submitted)
             if time.time() - submitted > self.config.kie.timeout_s:
                 return await self._fail(job, Failure(FailureClass.TIMEOUT, f"task {job.task_id} timed out"))
             try:
@@ -213,7 +234,7 @@ class Engine:
                     return await self._on_error(job, err, retry_state=JobState.SUBMITTING)
                 # A failed status query says nothing about the task: keep polling until the deadline.
                 log.warning("job %d: poll of %s failed: %s", job.id, job.task_id, err)
-                await asyncio.sleep(interval)
+                await self._wait_for_poll(wakeup, interval)
                 continue
             if status.state is TaskState.SUCCESS:
                 if not status.result_urls:
@@ -225,7 +246,26 @@ class Engine:
                 err = ProviderError(status.fail_msg or "generation failed", kind=ErrorKind.TASK_FAILED,
                                     code=status.fail_code, key_id=job.key_id)
                 return await self._on_error(job, err, retry_state=JobState.SUBMITTING)
-            await asyncio.sleep(interval)
+            await self._wait_for_poll(wakeup, interval)
+
+    async def _wait_for_poll(self, wakeup: asyncio.Event, interval: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), interval)
+        wakeup.clear()
+
+    async def on_task_callback(self, task_id: str, status: object) -> bool:
+        """KIE says a task changed: poll it now. The callback body itself is never trusted:
+        polling stays the source of truth, so a forged callback can only cause one extra poll."""
+        job = await self.jobs.by_task_id(task_id)
+        if job is None or job.state is not JobState.GENERATING:
+            return False
+        wakeup = self._poll_wakeups.get(task_id)
+        if wakeup is not None:
+            wakeup.set()
+        else:
+            await self.jobs.update(job.id, run_after=time.time())
+            self.wake()
+        return True
 
     async def _download(self, job: Job) -> Job | None:
         assert job.result_url is not None
@@ -243,6 +283,15 @@ class Engine:
             if job.result_url:  # the file vanished (swept, disk trouble): fetch it again
                 return await self.jobs.update(job.id, video_path=None, state=JobState.DOWNLOADING)
             return await self._fail_delivery(job, "video file missing")
+        limit = self.config.telegram.max_upload_mb * 1024 * 1024
+        if path is not None and not job.video_file_id and path.stat().st_size > limit:
+            smaller = path.with_name(f"{job.id}.small.mp4")
+            size = await compress_to_fit(path, smaller, limit)
+            if size is None:
+                return await self._fail_delivery(job, f"video of {path.stat().st_size} bytes cannot fit {limit}")
+            path.unlink(missing_ok=True)
+            job = await self.jobs.update(job.id, video_path=str(smaller), event=f"compressed to {size} bytes")
+            path = smaller
         delays = self.config.generation.retry.delivery_delays_s
         network_failures = 0
         while True:
@@ -305,7 +354,8 @@ class Engine:
                                        else job.task_id, event=f"billing on key {err.key_id}, next key")
                 return await self.jobs.get(job.id)
         if failure.cls is FailureClass.BILLING and self._keys_left() == 0:
-            await self.notifier.alert_admins(f"KIE: no API key can pay any more ({failure.text})")
+            await self.alerts.send("billing:no_keys", f"KIE: ни один API-ключ не может оплатить генерацию "
+                                   f"({failure.text[:200]}). Пополните баланс KIE или замените ключи.")
         policy = policy_for(failure.cls, self.config.generation.retry)
         if failure.cls is FailureClass.UNKNOWN:
             log.warning("unclassified provider error (add a rule?): %r", err.message)
@@ -329,8 +379,8 @@ class Engine:
                 await self._quietly(self.notifier.job_retrying(updated, failure))
             return None  # the slot is free; the dispatcher picks the job up at run_after
         if policy.alert_admins:
-            await self._quietly(self.notifier.alert_admins(
-                f"job {job.id}: {failure.cls} (code {failure.code}): {failure.text[:300]}"))
+            await self.alerts.send(f"{failure.cls}:{failure.code}",
+                                   f"job {job.id}: {failure.cls} (code {failure.code}): {failure.text[:300]}")
         return await self._fail(job, failure)
 
     def _keys_left(self) -> int:

@@ -142,6 +142,10 @@ class JobStore:
         row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(row) if row else None
 
+    async def by_task_id(self, task_id: str) -> Job | None:
+        row = await self.db.fetchone("SELECT * FROM jobs WHERE task_id = ?", (task_id,))
+        return Job.from_row(row) if row else None
+
     async def release_claims(self) -> int:
         """At startup nothing is running yet, so every claim left in the table is stale."""
         return await self.db.execute("UPDATE jobs SET claimed = 0 WHERE claimed = 1")

@@ -1,0 +1,1 @@
+"""Benchmark of the neurocards bot against the test fakes (see bench/README.md)."""

@@ -1,0 +1,70 @@
+"""Shrinking a finished video to fit the Bot API upload limit (ffmpeg from imageio-ffmpeg)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger("neurocards.video")
+
+_DURATION = re.compile(rb"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+async def _run(args: list[str], timeout_s: float) -> tuple[int, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return -1, b"timeout"
+    return proc.returncode or 0, err
+
+
+async def video_duration_s(path: Path) -> float | None:
+    _, err = await _run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], 30)
+    match = _DURATION.search(err)
+    if not match:
+        return None
+    h, m, s = match.groups()
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+async def compress_to_fit(src: Path, dest: Path, max_bytes: int, *, timeout_s: float = 300) -> int | None:
+    """Re-encode `src` to at most `max_bytes` (H.264, bitrate from the duration).
+
+    Returns the new size, or None when the file is not a readable video or cannot be made small
+    enough; the caller then treats the video as undeliverable.
+    """
+    duration = await video_duration_s(src)
+    if not duration or duration <= 0:
+        return None
+    part = dest.with_suffix(".part.mp4")
+    # 90 % of the budget for video, a little kept for the container; two tries, the second leaner.
+    for share in (0.85, 0.6):
+        kbits = max(64, int(max_bytes * 8 * share / duration / 1000))
+        code, err = await _run([
+            ffmpeg_exe(), "-hide_banner", "-y", "-i", str(src), "-c:v", "libx264", "-preset", "veryfast",
+            "-b:v", f"{kbits}k", "-maxrate", f"{kbits}k", "-bufsize", f"{2 * kbits}k",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(part),
+        ], timeout_s)
+        if code != 0:
+            log.warning("compression of %s failed: %s", src.name, err[-300:].decode(errors="replace"))
+            part.unlink(missing_ok=True)
+            return None
+        size = part.stat().st_size
+        if size <= max_bytes:
+            part.replace(dest)
+            return size
+    part.unlink(missing_ok=True)
+    return None
