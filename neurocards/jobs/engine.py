@@ -374,7 +374,7 @@ class Engine:
             if notify:
                 changes["retry_notified"] = 1
             updated = await self.jobs.update(
-                job.id, event=f"retry {job.attempts + 1} in {delay:.1f}s after {failure.cls}", **changes)
+                job.id, event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}", **changes)
             if notify:
                 await self._quietly(self.notifier.job_retrying(updated, failure))
             return None  # the slot is free; the dispatcher picks the job up at run_after
