@@ -1,0 +1,438 @@
+"""The benchmark scenarios. Each one starts its own fakes and its own bot process in a fresh
+directory, and every wait in it is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import sqlite3
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurocards.providers.kie import key_id_for
+from neurocards.store.db import Database
+from tests.fakes.telegram import FakeUser
+from tests.fakes.telegram_state import BotMessage
+from tests.harness import TOKEN, product_jpeg
+
+from .botproc import BotProcess, bench_overrides
+from .fakes import BenchKie, BenchTelegram
+
+PHOTO = product_jpeg()
+STEP_TIMEOUT_S = 60.0
+PACER_SHARE = 19 / 20  # the bot paces createTask at 19 per 10 s (one slot of head-room)
+
+
+@dataclass
+class Settings:
+    keys: int = 32
+    throughput_users: int = 200
+    videos_per_user: int = 5
+    hold_users: int = 200
+    hold_delay_s: float = 60.0
+    poll_interval_s: float = 10.0
+    poll_window_s: float = 10.0
+    latency_rate: float = 200.0
+    latency_s: float = 15.0
+    resume_jobs: int = 1000
+    single_account_users: int = 8  # 0 = skip the stock-launcher throughput check
+    max_parallel: int = 1200
+    enforce_kie_limits: bool = True
+    workdir: Path = Path("/tmp")
+
+
+def key_list(n: int) -> list[str]:
+    return [f"kie-bench-key-{i:04d}" for i in range(n)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class LoopLag:
+    """How late the bench's own event loop wakes up: the fakes' overhead shows here."""
+
+    def __init__(self, tick_s: float = 0.01) -> None:
+        self.tick_s = tick_s
+        self.samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="loop-lag")
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.tick_s)
+            now = time.monotonic()
+            self.samples.append((now, now - before - self.tick_s))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def p99_ms(self, since: float, until: float) -> float:
+        return percentile([lag for at, lag in self.samples if since <= at <= until], 99) * 1000
+
+
+class CpuWindow:
+    """CPU use of the bot process and of this (fakes') process over a window, in % of one core."""
+
+    def __init__(self, bot: BotProcess) -> None:
+        self.bot = bot
+        self.wall = time.monotonic()
+        self.bot_cpu = bot.cpu_seconds()
+        self.self_cpu = _self_cpu()
+
+    def result(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self.wall, 1e-9)
+        return {"bot_cpu_pct": 100 * (self.bot.cpu_seconds() - self.bot_cpu) / wall,
+                "fakes_cpu_pct": 100 * (_self_cpu() - self.self_cpu) / wall}
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class World:
+    tg: BenchTelegram
+    kie: BenchKie
+    bot: BotProcess
+    lag: LoopLag
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def world(settings: Settings, name: str, *, accounts_override: bool,
+                welcome: int) -> AsyncIterator[World]:
+    keys = key_list(settings.keys)
+    tg = BenchTelegram(TOKEN)
+    kie = BenchKie(keys, {k: f"acct{i}" for i, k in enumerate(keys)},
+                   enforce_limits=settings.enforce_kie_limits)
+    await tg.start()
+    await kie.start()
+    tmp = settings.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
+    overrides = bench_overrides(keys, max_parallel=settings.max_parallel,
+                                poll_interval_s=settings.poll_interval_s, welcome=welcome)
+    bot = BotProcess(tmp, tg, kie, overrides, accounts_override)
+    lag = LoopLag()
+    lag.start()
+    try:
+        yield World(tg, kie, bot, lag)
+    finally:
+        await bot.stop()
+        await lag.stop()
+        await kie.stop()
+        await tg.stop()
+
+
+# ---- the conversation -------------------------------------------------------------------
+
+async def walk_to_confirm(tg: BenchTelegram, user: FakeUser, quantity: int) -> BotMessage:
+    """tests/harness.py::walk_to_confirm, waiting per chat (see BenchTelegram.wait_for)."""
+
+    async def step(action: Any, expect: Callable[[BotMessage], bool]) -> BotMessage:
+        cursor = user.cursor()
+        await action
+        return await tg.wait_for(user, expect, after=cursor, timeout_s=STEP_TIMEOUT_S)
+
+    menu = await step(user.send_text("/start"), lambda m: "Баланс" in m.text and bool(m.buttons))
+    await step(user.click(menu, "🎬 Создать видео"), lambda m: "Отправьте фото товара" in m.text)
+    await step(user.send_photo(PHOTO), lambda m: "опишите товар" in m.text)
+    styles = await step(user.send_text(f"Белая керамическая кружка 350 мл, артикул {user.id}"),
+                        lambda m: "Выберите стиль" in m.text)
+    wishes = await step(user.click(styles, "🔄 Студийный поворот"), lambda m: "пожелания" in m.text)
+    qty = await step(user.click(wishes, "⏭ Пропустить"), lambda m: "Сколько видео" in m.text)
+    return await step(user.click(qty, f"{quantity} видео"), lambda m: "Проверьте заказ" in m.text)
+
+
+async def walk_all(w: World, users: list[FakeUser], quantity: int) -> tuple[list[BotMessage], float]:
+    started = time.monotonic()
+    confirms = await asyncio.gather(*(walk_to_confirm(w.tg, u, quantity) for u in users))
+    return list(confirms), time.monotonic() - started
+
+
+async def press_launch(users: list[FakeUser], confirms: list[BotMessage]) -> float:
+    pressed_at = time.monotonic()
+    for user, confirm in zip(users, confirms, strict=True):
+        await user.click(confirm, "✅ Запустить")
+    return pressed_at
+
+
+def make_users(tg: BenchTelegram, count: int, base: int) -> list[FakeUser]:
+    return [tg.user(base + i, f"Продавец{i}", username=f"seller{base + i}") for i in range(count)]
+
+
+# ---- scenario: end-to-end throughput, zero generation delay ---------------------------------
+
+async def throughput(settings: Settings, *, users_n: int, accounts_override: bool,
+                     name: str) -> dict[str, Any]:
+    per_user = settings.videos_per_user
+    jobs = users_n * per_user
+    async with world(settings, name, accounts_override=accounts_override,
+                     welcome=10 * per_user) as w:
+        w.kie.generation_delay_s = 0.0
+        w.bot.spawn()
+        startup_s = await w.bot.wait_ready()
+        users = make_users(w.tg, users_n, 100_000)
+        confirms, walk_s = await walk_all(w, users, per_user)
+        w.tg.expect_videos(jobs)
+        cpu = CpuWindow(w.bot)
+        pressed_at = await press_launch(users, confirms)
+        # Bounded: even the single-account pacer (1.9/s) finishes 40 jobs in ~25 s.
+        limit_s = 30 + jobs / (1.5 if not accounts_override else 10)
+        timed_out = False
+        try:
+            async with asyncio.timeout(limit_s):
+                await w.tg.videos_done.wait()
+        except TimeoutError:
+            timed_out = True
+        ended = time.monotonic()
+        usage = cpu.result()
+        delivered = len(w.tg.video_times)
+        last = max(w.tg.video_times, default=ended)
+        elapsed = last - pressed_at
+        creates = w.kie.create_times
+        create_span = (max(creates) - min(creates)) if len(creates) > 1 else 0.0
+        await asyncio.sleep(0.5)  # let the last DB writes land
+        states = w.bot.job_states()
+        return {
+            "jobs": jobs, "delivered": delivered, "timed_out": timed_out,
+            "elapsed_s": elapsed, "jobs_per_s": delivered / elapsed if elapsed > 0 else 0.0,
+            "startup_s": startup_s, "walk_s": walk_s, "users": users_n,
+            "first_video_s": (min(w.tg.video_times) - pressed_at) if w.tg.video_times else None,
+            "creates": len(creates), "create_rate": (len(creates) - 1) / create_span if create_span else 0.0,
+            "kie_429": sum(w.kie.rate_limited.values()), "kie_429_by_endpoint": dict(w.kie.rate_limited),
+            "tg_429": w.tg.too_many_requests, "tg_errors": dict(w.tg.errors),
+            "tg_peak_sends_per_s": w.tg.peak_sends_per_second(),
+            "peak_rss_mb": w.bot.peak_rss_mb(), "db_states": states,
+            "fakes_loop_lag_p99_ms": w.lag.p99_ms(pressed_at, ended), **usage,
+            "accounts_override": accounts_override,
+        }
+
+
+# ---- scenario: hold many jobs in flight, then latency under that load ------------------------
+
+async def hold_and_latency(settings: Settings) -> dict[str, Any]:
+    per_user = settings.videos_per_user
+    users_n = settings.hold_users
+    jobs = users_n * per_user
+    out: dict[str, Any] = {"jobs": jobs, "hold_delay_s": settings.hold_delay_s}
+    async with world(settings, "hold", accounts_override=True, welcome=10 * per_user) as w:
+        w.kie.generation_delay_s = settings.hold_delay_s
+        w.bot.spawn()
+        out["startup_s"] = await w.bot.wait_ready()
+        users = make_users(w.tg, users_n, 200_000)
+        confirms, out["walk_s"] = await walk_all(w, users, per_user)
+        pressed_at = await press_launch(users, confirms)
+
+        held: list[tuple[float, int, int]] = []  # (at, jobs generating per DB, KIE in flight)
+
+        async def sample() -> None:
+            while True:
+                states = await asyncio.to_thread(w.bot.job_states)
+                held.append((time.monotonic(), states.get("generating", 0), w.kie.in_flight))
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample(), name="hold-sampler")
+        try:
+            # Plateau: every job generating at KIE (bounded by the generation delay itself).
+            deadline = pressed_at + settings.hold_delay_s * 0.5
+            while time.monotonic() < deadline and (not held or held[-1][1] < jobs):
+                await asyncio.sleep(0.1)
+            plateau_at = time.monotonic()
+            out["time_to_hold_all_s"] = plateau_at - pressed_at if held and held[-1][1] >= jobs else None
+            out["create_rate"] = _rate(w.kie.create_times)
+
+            # Polling cost: KIE requests per second over a window of one poll interval or more.
+            await asyncio.sleep(1.0)
+            cpu = CpuWindow(w.bot)
+            before_total, before_polls = w.kie.total_requests, _polls(w.kie)
+            t0 = time.monotonic()
+            await asyncio.sleep(settings.poll_window_s)
+            span = time.monotonic() - t0
+            out["kie_req_per_s"] = (w.kie.total_requests - before_total) / span
+            out["kie_polls_per_s"] = (_polls(w.kie) - before_polls) / span
+            out["hold_cpu"] = cpu.result()
+            out["in_flight_at_poll_window"] = held[-1][1] if held else 0
+
+            # Latency: updates at a fixed rate while the jobs stay in flight.
+            out["latency"] = await _latency(w, users, settings)
+            out["in_flight_after_latency"] = held[-1][1] if held else 0
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        end = time.monotonic()
+        out["max_generating_db"] = max((h[1] for h in held), default=0)
+        out["max_in_flight_kie"] = max((h[2] for h in held), default=0)
+        out["peak_rss_mb"] = w.bot.peak_rss_mb(pressed_at, end)
+        out["peak_rss_whole_run_mb"] = w.bot.peak_rss_mb()
+        out["vmhwm_mb"] = w.bot.read_status()[1] / 1024
+        out["kie_429"] = sum(w.kie.rate_limited.values())
+        out["kie_429_by_endpoint"] = dict(w.kie.rate_limited)
+        out["tg_429"] = w.tg.too_many_requests
+        out["tg_errors"] = dict(w.tg.errors)
+        out["fakes_loop_lag_p99_ms_hold"] = w.lag.p99_ms(plateau_at, end)
+    return out
+
+
+def _polls(kie: BenchKie) -> int:
+    return kie.endpoint_counts["recordInfo"] + kie.endpoint_counts["veoRecordInfo"]
+
+
+def _rate(times: list[float]) -> float:
+    if len(times) < 2:
+        return 0.0
+    span = max(times) - min(times)
+    return (len(times) - 1) / span if span > 0 else 0.0
+
+
+async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[str, Any]:
+    """Push /start messages and "💰 Баланс" presses (alternating per user) at a fixed rate;
+    latency = the answer call (sendMessage / answerCallbackQuery) arriving at the fake minus the
+    moment the update was queued there (includes the bot's getUpdates round trip)."""
+    tg = w.tg
+    tg.latencies.clear()
+    total = int(settings.latency_rate * settings.latency_s)
+    interval = 1.0 / settings.latency_rate
+    cpu = CpuWindow(w.bot)
+    started = time.monotonic()
+    pushed = {"message": 0, "callback": 0}
+    for i in range(total):
+        delay = started + i * interval - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        user = users[i % len(users)]
+        if (i // len(users)) % 2 == 1:
+            with contextlib.suppress(LookupError):
+                query_id = await user.click(None, "💰 Баланс")
+                tg.probe_callbacks[query_id] = time.monotonic()  # no await since the push
+                pushed["callback"] += 1
+                continue
+        tg.probe_messages[user.id].append(time.monotonic())
+        await user.send_text("/start")
+        pushed["message"] += 1
+    push_span = time.monotonic() - started
+    # The pushes above record their time *after* pushing; the difference is sub-microsecond.
+    answered_by = time.monotonic() + 10.0
+    while len(tg.latencies) < total and time.monotonic() < answered_by:
+        await asyncio.sleep(0.05)
+    ended = time.monotonic()
+    lat = [v for _, v in tg.latencies]
+    by_kind = {kind: [v for k, v in tg.latencies if k == kind] for kind in ("message", "callback")}
+    return {
+        "pushed": total, "pushed_by_kind": pushed, "answered": len(lat),
+        "achieved_rate": total / push_span if push_span > 0 else 0.0,
+        "p50_ms": percentile(lat, 50) * 1000, "p90_ms": percentile(lat, 90) * 1000,
+        "p99_ms": percentile(lat, 99) * 1000, "max_ms": max(lat, default=float("nan")) * 1000,
+        "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+        "p99_by_kind_ms": {k: percentile(v, 99) * 1000 for k, v in by_kind.items()},
+        "p50_by_kind_ms": {k: percentile(v, 50) * 1000 for k, v in by_kind.items()},
+        "fakes_loop_lag_p99_ms": w.lag.p99_ms(started, ended),
+        **cpu.result(),
+    }
+
+
+# ---- scenario: resume unfinished jobs after a restart ---------------------------------------
+
+async def resume(settings: Settings) -> dict[str, Any]:
+    n = settings.resume_jobs
+    per_user = 5
+    async with world(settings, "resume", accounts_override=False, welcome=50) as w:
+        # Tasks stay "generating" for the whole measurement: only the first poll is measured.
+        w.kie.generation_delay_s = max(settings.hold_delay_s, 60.0)
+        w.bot.write_config()
+        db = await Database.open(w.bot.db_path)  # the bot's own schema and migrations
+        await db.close()
+        keys = key_list(settings.keys)
+        task_ids = await asyncio.to_thread(_seed, w.bot.db_path, n, per_user, keys, w.bot.tmp)
+        for i, task_id in enumerate(task_ids):
+            w.kie.add_pending_task(task_id, keys[i % len(keys)])
+        for uid in {100_000 + i // per_user for i in range(n)}:
+            w.tg.user(uid, "Продавец")  # the chat exists: these users talked to the bot before
+            w.tg.state.chats[uid].started = True
+        w.kie.expect_first_polls(n)
+        w.bot.spawn()
+        spawned = w.bot.spawned_at
+        timed_out = False
+        try:
+            async with asyncio.timeout(60 + n / 10):
+                await w.kie.all_polled.wait()
+        except TimeoutError:
+            timed_out = True
+        polls = sorted(w.kie.first_poll.values())
+        first_req = min(t for t in (w.tg.first_call_at, w.kie.first_request_at) if t is not None) \
+            if (w.tg.first_call_at or w.kie.first_request_at) else None
+        return {
+            "jobs": n, "polled": len(polls), "timed_out": timed_out,
+            "spawn_to_all_polled_s": (polls[-1] - spawned) if polls and not timed_out else None,
+            "spawn_to_first_poll_s": (polls[0] - spawned) if polls else None,
+            "first_to_last_poll_s": (polls[-1] - polls[0]) if polls else None,
+            "spawn_to_first_request_s": (first_req - spawned) if first_req else None,
+            "pacer_bound_s": n / (settings.keys * 9),
+            "kie_429": sum(w.kie.rate_limited.values()),
+            "peak_rss_mb": w.bot.peak_rss_mb(),
+        }
+
+
+def _seed(db_path: Path, n: int, per_user: int, keys: list[str], tmp: Path) -> list[str]:
+    """n jobs in state 'generating' (charged, claimed by a process that died), as after a crash."""
+    now = time.time()
+    photos = tmp / "storage" / "photos"
+    photos.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path)
+    task_ids: list[str] = []
+    try:
+        with conn:
+            users = sorted({100_000 + i // per_user for i in range(n)})
+            conn.executemany(
+                "INSERT INTO users (id, username, first_name, language, first_seen, last_seen)"
+                " VALUES (?, ?, 'Продавец', 'ru', ?, ?)", [(u, f"seller{u}", now, now) for u in users])
+            conn.executemany(
+                "INSERT INTO credit_ledger (user_id, delta, reason, created_at) VALUES (?, ?, 'welcome', ?)",
+                [(u, 10 * per_user, now) for u in users])
+            product_of: dict[int, int] = {}
+            for u in users:
+                path = photos / f"{u}.jpg"
+                path.write_bytes(PHOTO)
+                cur = conn.execute(
+                    "INSERT INTO products (user_id, photo_file_id, photo_path, description, upload_url,"
+                    " upload_url_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (u, f"AgACfile{u}", str(path), "Белая керамическая кружка 350 мл",
+                     f"http://127.0.0.1:9/uploads/{u}.jpg", now, now))
+                product_of[u] = int(cur.lastrowid or 0)
+            for i in range(n):
+                u = 100_000 + i // per_user
+                task_id = f"veo_task_{uuid.uuid4().hex[:16]}"
+                task_ids.append(task_id)
+                cur = conn.execute(
+                    "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, wishes,"
+                    " provider, model, cost, state, prompt, image_url, task_id, key_id, submitted_at,"
+                    " run_after, claimed, created_at, updated_at, started_at)"
+                    " VALUES (?, ?, ?, ?, 'studio', '', 'kie', 'veo3_fast', 10, 'generating', ?, ?, ?, ?,"
+                    " ?, ?, 1, ?, ?, ?)",
+                    (u, u, product_of[u], f"{u}:seed{i}", "Studio turntable of the product",
+                     f"http://127.0.0.1:9/uploads/{u}.jpg", task_id, key_id_for(keys[i % len(keys)]),
+                     now - 30, now - 60, now - 60, now - 30, now - 60))
+                job_id = int(cur.lastrowid or 0)
+                conn.execute(
+                    "INSERT INTO credit_ledger (user_id, delta, reason, job_id, created_at)"
+                    " VALUES (?, -10, 'job_charge', ?, ?)", (u, job_id, now))
+    finally:
+        conn.close()
+    return task_ids
