@@ -9,6 +9,7 @@ import signal
 import time
 from datetime import datetime
 
+import httpx
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -25,7 +26,7 @@ from neurocards.bot.middlewares import (
 )
 from neurocards.bot.notifier import TelegramNotifier
 from neurocards.bot.services import Services
-from neurocards.config import Config
+from neurocards.config import Config, ConfigError
 from neurocards.jobs.alerts import Alerts, BalanceWatch
 from neurocards.jobs.engine import Engine
 from neurocards.jobs.orders import Orders
@@ -33,6 +34,13 @@ from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.providers.base import VideoProvider
 from neurocards.providers.kie_callbacks import CallbackServer
+from neurocards.proxies import (
+    ProxyConfigError,
+    ProxyPool,
+    RotatingProxySession,
+    RotatingProxyTransport,
+    load_proxies,
+)
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobStore
 from neurocards.store.users import ProductStore, UserStore
@@ -40,14 +48,28 @@ from neurocards.store.users import ProductStore, UserStore
 log = logging.getLogger("neurocards")
 
 
-def build_provider(config: Config) -> VideoProvider:
+def build_provider(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> VideoProvider:
     if config.sandbox:
         from neurocards.providers.sandbox import SandboxProvider
 
         return SandboxProvider(config.storage.dir / "sandbox")
     from neurocards.providers.kie import KieProvider
 
-    return KieProvider(config.kie)
+    return KieProvider(config.kie, transport=transport, accounts=dict(config.kie.accounts) or None)
+
+
+def proxy_pools(config: Config) -> tuple[ProxyPool | None, ProxyPool | None]:
+    """Separate pools for Telegram and for the other APIs: a KIE outage must not bench Telegram's proxies."""
+    path = config.network.proxies_file
+    try:
+        proxies = load_proxies(path) if path else []
+    except ProxyConfigError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    if not proxies:
+        return None, None
+    net = config.network
+    return (ProxyPool(proxies, net.proxy_cooldown_s, net.proxy_fallback_direct),
+            ProxyPool(proxies, net.proxy_cooldown_s, net.proxy_fallback_direct))
 
 
 def sweep_storage(config: Config, now: float | None = None) -> int:
@@ -82,12 +104,19 @@ class Application:
         await asyncio.to_thread(sweep_storage, cfg)
         self.db = await Database.open(cfg.storage.database)
         self.templates = TemplateCatalog.load(cfg.generation.prompts_file)
-        self.provider = self._provider or build_provider(cfg)
+        telegram_pool, api_pool = proxy_pools(cfg)
+        self.proxy_pools = [p for p in (telegram_pool, api_pool) if p is not None]
+        self.api_transport = RotatingProxyTransport(api_pool) if api_pool is not None else None
+        self.provider = self._provider or build_provider(
+            cfg, self.api_transport if cfg.network.proxy_for_kie else None)
         self.users = UserStore(self.db)
         self.products = ProductStore(self.db)
         self.jobs = JobStore(self.db)
-        session = AiohttpSession(api=TelegramAPIServer.from_base(cfg.telegram.api_base),
-                                 timeout=cfg.telegram.request_timeout_s)
+        api = TelegramAPIServer.from_base(cfg.telegram.api_base)
+        session: AiohttpSession = (
+            RotatingProxySession(telegram_pool, api=api, timeout=cfg.telegram.request_timeout_s)
+            if telegram_pool is not None
+            else AiohttpSession(api=api, timeout=cfg.telegram.request_timeout_s))
         self.bot = Bot(cfg.telegram.token, session=session,
                        default=DefaultBotProperties(parse_mode=ParseMode.HTML))
         self.notifier = TelegramNotifier(
@@ -150,6 +179,8 @@ class Application:
             await self.callbacks.stop()
         await self.prompts.aclose()
         await self.provider.aclose()
+        if self.api_transport is not None:
+            await self.api_transport.aclose()
         await self.bot.session.close()
         await self.db.close()
         self._stopped.set()

@@ -49,6 +49,18 @@ class KieConfig:
     callback_poll_interval_s: float = 60.0
     low_balance_alert: float = 500.0
     balance_check_interval_s: float = 600.0
+    # (key, account) pairs: KIE limits new tasks per account, so keys of one account share a limit.
+    accounts: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    proxies_file: Path | None = None
+    proxy_cooldown_s: float = 300.0
+    # All proxies down: go direct (true) or fail the request with a clear error (false).
+    proxy_fallback_direct: bool = True
+    # Telegram and OpenAI always use the proxies when there are any; KIE only when asked.
+    proxy_for_kie: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,7 @@ class Config:
     storage: StorageConfig
     credits: CreditsConfig
     generation: GenerationConfig
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     sandbox: bool = False
 
 
@@ -185,11 +198,18 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
     keys = [k.strip() for k in env_keys.split(",") if k.strip()] if env_keys else _get(kie_sec, "kie", "api_keys", list, [])
     if not all(isinstance(k, str) and k.strip() for k in keys):
         raise ConfigError("config: kie.api_keys must be a list of non-empty strings")
+    accounts_raw = _get(kie_sec, "kie", "accounts", dict, {})
+    accounts: list[tuple[str, str]] = []
+    for account, account_keys in accounts_raw.items():
+        if not isinstance(account_keys, list) or not all(isinstance(k, str) and k.strip() for k in account_keys):
+            raise ConfigError(f"config: kie.accounts.{account} must be a list of API keys")
+        accounts.extend((k.strip(), account) for k in account_keys)
+    keys = list(dict.fromkeys([*(k.strip() for k in keys), *(k for k, _ in accounts)]))
     sandbox = sandbox or bool(_get(_section(raw, "generation"), "generation", "sandbox", bool, False))
     if not keys and not sandbox:
         raise ConfigError("config: kie.api_keys is empty (or set NEUROCARDS_KIE_API_KEYS, or run with --sandbox)")
     kie = KieConfig(
-        api_keys=tuple(k.strip() for k in keys),
+        api_keys=tuple(keys),
         base_url=_get(kie_sec, "kie", "base_url", str, KieConfig.base_url).rstrip("/"),
         upload_base_url=_get(kie_sec, "kie", "upload_base_url", str, KieConfig.upload_base_url).rstrip("/"),
         model=_get(kie_sec, "kie", "model", str, KieConfig.model),
@@ -203,6 +223,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         callback_poll_interval_s=float(_positive(_get(kie_sec, "kie", "callback_poll_interval_s", (int, float), 60.0), "kie.callback_poll_interval_s")),
         low_balance_alert=float(_get(kie_sec, "kie", "low_balance_alert", (int, float), 500.0)),
         balance_check_interval_s=float(_positive(_get(kie_sec, "kie", "balance_check_interval_s", (int, float), 600.0), "kie.balance_check_interval_s")),
+        accounts=tuple(accounts),
     )
     if kie.callback_url:
         if not kie.callback_url.startswith(("http://", "https://")):
@@ -254,8 +275,17 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         dispatch_interval_s=float(_positive(_get(gen, "generation", "dispatch_interval_s", (int, float), 1.0), "generation.dispatch_interval_s")),
         retry=retry,
     )
+    net = _section(raw, "network")
+    proxies_file = _get(net, "network", "proxies_file", str, "")
+    network = NetworkConfig(
+        proxies_file=rel(proxies_file) if proxies_file else None,
+        proxy_cooldown_s=float(_positive(_get(net, "network", "proxy_cooldown_s", (int, float), 300.0), "network.proxy_cooldown_s")),
+        proxy_fallback_direct=bool(_get(net, "network", "proxy_fallback_direct", bool, True)),
+        proxy_for_kie=bool(_get(net, "network", "proxy_for_kie", bool, False)),
+    )
     return Config(
         path=cfg_path,
+        network=network,
         telegram=telegram,
         kie=kie,
         openai=openai,
