@@ -54,6 +54,15 @@ class KieConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Per-user limits; 0 switches a limit off."""
+
+    videos_per_day: int = 30
+    min_seconds_between_orders: int = 20
+    max_jobs_in_flight: int = 10
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     proxies_file: Path | None = None
     proxy_cooldown_s: float = 300.0
@@ -121,6 +130,7 @@ class Config:
     credits: CreditsConfig
     generation: GenerationConfig
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     sandbox: bool = False
 
 
@@ -283,9 +293,23 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         proxy_fallback_direct=bool(_get(net, "network", "proxy_fallback_direct", bool, True)),
         proxy_for_kie=bool(_get(net, "network", "proxy_for_kie", bool, False)),
     )
+    lim = _section(raw, "limits")
+
+    def _limit(key: str, default: int) -> int:
+        value = _get(lim, "limits", key, int, default)
+        if value < 0:
+            raise ConfigError(f"config: limits.{key} must not be negative")
+        return value
+
+    limits = LimitsConfig(
+        videos_per_day=_limit("videos_per_day", 30),
+        min_seconds_between_orders=_limit("min_seconds_between_orders", 20),
+        max_jobs_in_flight=_limit("max_jobs_in_flight", 10),
+    )
     return Config(
         path=cfg_path,
         network=network,
+        limits=limits,
         telegram=telegram,
         kie=kie,
         openai=openai,

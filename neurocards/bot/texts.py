@@ -107,6 +107,15 @@ def accepted(count: int, balance: int) -> str:
     )
 
 
+def limit_reached(kind: str, limit: int, retry_in_s: int) -> str:
+    if kind == "too_soon":
+        return f"⏱ Новый заказ можно оформить через {retry_in_s} сек. Это защита от случайных повторов."
+    if kind == "per_day":
+        hours = max(1, round(retry_in_s / 3600))
+        return f"📅 Дневной лимит — {limit} видео. Он обновится примерно через {hours} ч."
+    return f"⏳ У вас уже делается много видео (лимит {limit} одновременно). Дождитесь готовых и продолжите."
+
+
 ALREADY_LAUNCHED = "Этот заказ уже запущен ✅"
 CANCELLED = "Заказ отменён, кредиты не списаны."
 SESSION_EXPIRED = "Эта кнопка устарела. Начните заново из меню 👇"

@@ -33,7 +33,7 @@ from neurocards.providers.base import (
 )
 from neurocards.providers.kie_callbacks import callback_url
 from neurocards.providers.video_tools import compress_to_fit
-from neurocards.store.jobs import TERMINAL, Job, JobState, JobStore
+from neurocards.store.jobs import TERMINAL, Job, JobFinished, JobState, JobStore
 from neurocards.store.users import ProductStore, UserStore
 
 log = logging.getLogger("neurocards.engine")
@@ -127,6 +127,8 @@ class Engine:
             await self._drive(job)
         except asyncio.CancelledError:
             raise
+        except JobFinished:
+            log.info("job %d was finished elsewhere (cancelled); stopping work on it", job.id)
         except Exception as exc:  # a bug of ours must still end in a refund, never in silence
             log.exception("job %d crashed in state %s", job.id, job.state)
             current = await self.jobs.get(job.id)
@@ -315,7 +317,7 @@ class Engine:
         if path is not None:
             with contextlib.suppress(OSError):
                 path.unlink()
-            done = await self.jobs.update(job.id, video_path=None)
+            done = await self.jobs.update(job.id, video_path=None, allow_finished=True)
         log.info("job %d user %d: delivered", job.id, job.user_id)
         return done
 

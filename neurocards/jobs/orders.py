@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +33,16 @@ class Quote:
         return self.balance - self.cost
 
 
+class LimitReached(Exception):
+    """A per-user limit stops this order; `kind` says which, `retry_in_s` when it resets."""
+
+    def __init__(self, kind: str, limit: int, retry_in_s: int) -> None:
+        super().__init__(kind)
+        self.kind = kind  # per_day | too_soon | in_flight
+        self.limit = limit
+        self.retry_in_s = retry_in_s
+
+
 class Orders:
     def __init__(self, config: Config, jobs: JobStore, templates: TemplateCatalog, provider_name: str,
                  on_new_jobs: Callable[[], None] | None = None) -> None:
@@ -56,6 +68,7 @@ class Orders:
             raise ValueError(f"quantity {count} not offered")
         if self.templates.get(template_id) is None:
             raise KeyError(template_id)
+        await self.check_limits(user_id, count)
         created = await self.jobs.create_charged(
             user_id=user_id, chat_id=chat_id, product_id=product_id, request_key=request_key,
             template=template_id, wishes=wishes, provider=self.provider_name,
@@ -64,3 +77,17 @@ class Orders:
         if self._on_new_jobs is not None:
             self._on_new_jobs()
         return created
+
+    async def check_limits(self, user_id: int, count: int) -> None:
+        limits = self.config.limits
+        now = time.time()
+        day_start = now - now % 86400
+        recent, open_jobs, last = await self.jobs.user_activity(user_id, day_start)
+        if limits.min_seconds_between_orders and last is not None \
+                and now - last < limits.min_seconds_between_orders:
+            raise LimitReached("too_soon", limits.min_seconds_between_orders,
+                               math.ceil(limits.min_seconds_between_orders - (now - last)))
+        if limits.videos_per_day and recent + count > limits.videos_per_day:
+            raise LimitReached("per_day", limits.videos_per_day, math.ceil(day_start + 86400 - now))
+        if limits.max_jobs_in_flight and open_jobs + count > limits.max_jobs_in_flight:
+            raise LimitReached("in_flight", limits.max_jobs_in_flight, 0)

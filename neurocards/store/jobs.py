@@ -84,6 +84,10 @@ class InsufficientCredits(Exception):
         return self.cost - self.balance
 
 
+class JobFinished(Exception):
+    """The job ended (cancelled by an admin, refunded) while something was still working on it."""
+
+
 class DuplicateRequest(Exception):
     """The same confirmation was already turned into jobs."""
 
@@ -170,8 +174,12 @@ class JobStore:
             "SELECT MIN(run_after) AS t FROM jobs WHERE claimed = 0 AND state NOT IN ('done', 'failed')")
         return float(row["t"]) if row and row["t"] is not None else None
 
-    async def update(self, job_id: int, *, event: str | None = None, **changes: Any) -> Job:
-        """Write field changes (and an event row when the state changes or `event` is set)."""
+    async def update(self, job_id: int, *, event: str | None = None, allow_finished: bool = False,
+                     **changes: Any) -> Job:
+        """Write field changes (and an event row when the state changes or `event` is set).
+
+        A finished job is never moved again: that raises JobFinished unless `allow_finished`
+        (for bookkeeping such as forgetting a deleted file)."""
         unknown = set(changes) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -180,9 +188,13 @@ class JobStore:
         assignments = ", ".join(f"{k} = ?" for k in changes)
         values = [v.value if isinstance(v, StrEnum) else v for v in changes.values()]
         async with self.db.transaction() as conn:
+            guard = "" if allow_finished else " AND state NOT IN ('done', 'failed')"
             row = await (await conn.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = ? RETURNING *", (*values, job_id))).fetchone()
+                f"UPDATE jobs SET {assignments} WHERE id = ?{guard} RETURNING *", (*values, job_id))).fetchone()
             if row is None:
+                exists = await (await conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,))).fetchone()
+                if exists:
+                    raise JobFinished(job_id)
                 raise KeyError(job_id)
             if "state" in changes or event:
                 await conn.execute(
@@ -263,3 +275,23 @@ class JobStore:
             return
         marks = ",".join("?" for _ in job_ids)
         await self.db.execute(f"UPDATE jobs SET queue_notified = 1 WHERE id IN ({marks})", tuple(job_ids))
+
+    async def cancel_queued(self, user_id: int, reason: str) -> list[int]:
+        """Fail and refund every job of the user that has not reached the provider yet."""
+        rows = await self.db.fetchall(
+            "SELECT id FROM jobs WHERE user_id = ? AND state = 'queued'", (user_id,))
+        cancelled = []
+        for row in rows:
+            _, refunded = await self.fail_and_refund(row["id"], error_class="cancelled", error_text=reason)
+            if refunded:
+                cancelled.append(int(row["id"]))
+        return cancelled
+
+    async def user_activity(self, user_id: int, since: float) -> tuple[int, int, float | None]:
+        """(jobs created since `since`, jobs unfinished, time of the latest order) for limits."""
+        row = await self.db.fetchone(
+            "SELECT SUM(created_at >= ?) AS recent, SUM(state NOT IN ('done', 'failed')) AS open,"
+            " MAX(created_at) AS last FROM jobs WHERE user_id = ?", (since, user_id))
+        if row is None:
+            return 0, 0, None
+        return int(row["recent"] or 0), int(row["open"] or 0), row["last"]

@@ -114,4 +114,25 @@ MIGRATIONS: list[str] = [
         data   TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 2: GPT-enhanced prompts, cached so the same product never pays GPT twice
+    """
+    CREATE TABLE prompt_cache (
+        key         TEXT PRIMARY KEY,     -- sha256 of (model, template prompt, description, wishes)
+        prompt      TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        hits        INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # 3: who did what, for every admin action that is not a ledger row
+    """
+    CREATE TABLE admin_audit (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        admin_id  INTEGER,              -- NULL: the command line
+        action    TEXT NOT NULL,        -- ban | unban | ...
+        user_id   INTEGER,
+        detail    TEXT,
+        at        REAL NOT NULL
+    );
+    CREATE INDEX admin_audit_user ON admin_audit(user_id, id);
+    """,
 ]

@@ -16,7 +16,7 @@ from neurocards.bot.handlers.common import show
 from neurocards.bot.keyboards import AgainCb, ConfirmCb, QuantityCb, TemplateCb, WishesCb
 from neurocards.bot.services import Services
 from neurocards.bot.states import CreateVideo
-from neurocards.jobs.orders import QUANTITIES
+from neurocards.jobs.orders import QUANTITIES, LimitReached
 from neurocards.jobs.products import MAX_DESCRIPTION_CHARS, PhotoRejected, save_product_photo
 from neurocards.store.jobs import DuplicateRequest, InsufficientCredits
 from neurocards.store.users import User
@@ -168,6 +168,9 @@ async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMCo
             count=int(data["count"]), request_key=f"{user.id}:{callback_data.nonce}")
     except DuplicateRequest:
         await query.answer(texts.ALREADY_LAUNCHED)
+        return
+    except LimitReached as exc:  # an alert, so the confirmation (or "accepted") screen stays as it is
+        await query.answer(texts.limit_reached(exc.kind, exc.limit, exc.retry_in_s), show_alert=True)
         return
     except InsufficientCredits as exc:
         await query.answer()
