@@ -18,7 +18,7 @@ from aiogram.enums import ParseMode
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from neurocards.bot.fsm_storage import SQLiteStorage
-from neurocards.bot.handlers import create, menu
+from neurocards.bot.handlers import admin, create, menu
 from neurocards.bot.middlewares import (
     ServicesMiddleware,
     ThrottlingMiddleware,
@@ -130,13 +130,14 @@ class Application:
         self.balance_watch = BalanceWatch(self.provider, self.alerts, cfg.kie.low_balance_alert)
         self.orders = Orders(cfg, self.jobs, self.templates, self.provider.name, on_new_jobs=self.engine.wake)
         services = Services(config=cfg, db=self.db, users=self.users, products=self.products, jobs=self.jobs,
-                            orders=self.orders, templates=self.templates)
+                            orders=self.orders, templates=self.templates,
+                            key_states=getattr(self.provider, "key_states", None))
         self.dp = Dispatcher(storage=SQLiteStorage(self.db))
         for observer in (self.dp.message, self.dp.callback_query):
             observer.outer_middleware(ThrottlingMiddleware(cfg.telegram.user_rate_per_s, cfg.telegram.user_burst))
             observer.outer_middleware(ServicesMiddleware(services))
             observer.outer_middleware(UserTrackingMiddleware(services))
-        self.dp.include_routers(menu.make_router(), create.make_router())
+        self.dp.include_routers(admin.make_router(cfg.telegram.admin_ids), menu.make_router(), create.make_router())
 
         self.callbacks: CallbackServer | None = None
         if cfg.kie.callback_url and not cfg.sandbox:

@@ -29,7 +29,77 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("user_id", type=int)
     show.add_argument("--json", action="store_true")
     show.add_argument("--config", default="config.toml")
+    user = sub.add_parser("user", help="look up, ban or unban a user")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    for action, text in (("info", "profile, balance, jobs, last errors"), ("ban", "ban (queued jobs refunded)"),
+                         ("unban", "lift a ban")):
+        cmd = user_sub.add_parser(action, help=text)
+        cmd.add_argument("user_id", type=int)
+        cmd.add_argument("--json", action="store_true")
+        cmd.add_argument("--config", default="config.toml")
+
+    stats = sub.add_parser("stats", help="today and 7 days: users, videos, failures, credits")
+    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--config", default="config.toml")
     return parser
+
+
+async def _user(config: Config, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from neurocards.jobs.admin import ban_user, unban_user
+    from neurocards.store.db import Database
+    from neurocards.store.jobs import JobStore
+    from neurocards.store.stats import user_report
+    from neurocards.store.users import UserStore
+
+    db = await Database.open(config.storage.database)
+    try:
+        users = UserStore(db)
+        if args.action == "ban":
+            result = await ban_user(db, users, JobStore(db), args.user_id, admin_id=None)
+            print(f"user {args.user_id}: {'banned' if result.changed else 'already banned'}"
+                  f", {len(result.cancelled_jobs)} queued jobs cancelled and refunded")
+            return 0
+        if args.action == "unban":
+            changed = await unban_user(db, users, args.user_id, admin_id=None)
+            print(f"user {args.user_id}: {'unbanned' if changed else 'was not banned'}")
+            return 0
+        report = await user_report(db, args.user_id)
+        if report is None:
+            print(f"user {args.user_id} has never used the bot", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(asdict(report), ensure_ascii=False))
+        else:
+            print(f"user {report.user_id} @{report.username or '-'} {report.first_name or ''}")
+            print(f"  balance {report.balance}{'  BANNED' if report.banned else ''}; referrer {report.referrer_id}")
+            print(f"  jobs: {report.jobs_by_state}")
+            for job_id, cls, text in report.last_errors:
+                print(f"  failed job {job_id}: {cls}: {text[:120]}")
+        return 0
+    finally:
+        await db.close()
+
+
+async def _stats(config: Config, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from neurocards.store.db import Database
+    from neurocards.store.stats import period_stats
+
+    db = await Database.open(config.storage.database)
+    try:
+        periods = [await period_stats(db, 1), await period_stats(db, 7)]
+    finally:
+        await db.close()
+    if args.json:
+        print(json.dumps({"today": asdict(periods[0]), "week": asdict(periods[1])}, ensure_ascii=False))
+        return 0
+    for title, p in zip(("today", "7 days"), periods, strict=True):
+        print(f"{title}: new users {p.new_users}, delivered {p.delivered}, failures {p.failures_by_class},"
+              f" credits charged {p.credits_charged}, refunded {p.credits_refunded}")
+    return 0
 
 
 async def _credits(config: Config, args: argparse.Namespace) -> int:
@@ -83,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "credits":
         return asyncio.run(_credits(config, args))
+    if args.command == "user":
+        return asyncio.run(_user(config, args))
+    if args.command == "stats":
+        return asyncio.run(_stats(config, args))
 
     from neurocards.app import Application
     from neurocards.logs import setup_logging

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from neurocards.config import Config
@@ -21,3 +22,4 @@ class Services:
     jobs: JobStore
     orders: Orders
     templates: TemplateCatalog
+    key_states: Callable[[], list[dict]] | None = None

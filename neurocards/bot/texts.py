@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from html import escape
+
+from neurocards.store.stats import PeriodStats, UserReport
 
 # ---- buttons -------------------------------------------------------------
 BTN_CREATE = "🎬 Создать видео"
@@ -183,6 +186,74 @@ VIOLATION_REASONS = {
     "people": "на фото есть люди или лица",
     "default": "содержимое не прошло модерацию",
 }
+
+# ---- admin ------------------------------------------------------------------
+ADMIN_USAGE_ADD = "Использование: /admin_add_credits <user_id> <amount> [причина]"
+ADMIN_USAGE_INFO = "Использование: /admin_user_info <user_id>"
+ADMIN_USAGE_BAN = "Использование: /admin_ban <user_id> или /admin_unban <user_id>"
+
+
+def admin_credits_changed(user_id: int, amount: int, balance: int) -> str:
+    return f"✅ Пользователь {user_id}: {amount:+d} кр., баланс теперь {balance} кр."
+
+
+def admin_cannot_remove(user_id: int, balance: int) -> str:
+    return f"⛔ Нельзя списать больше, чем есть: баланс пользователя {user_id} — {balance} кр."
+
+
+def credits_granted(amount: int, balance: int) -> str:
+    return f"🎁 Вам начислено {amount} кр. Баланс: {balance} кр."
+
+
+def admin_no_user(user_id: int) -> str:
+    return f"Пользователь {user_id} ещё не пользовался ботом."
+
+
+def _date(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def admin_user_report(r: UserReport) -> str:
+    jobs = ", ".join(f"{k}: {v}" for k, v in sorted(r.jobs_by_state.items())) or "нет"
+    lines = [
+        f"👤 <b>{r.user_id}</b> {escape(r.first_name or '')} "
+        f"{'@' + escape(r.username) if r.username else ''}",
+        f"💰 Баланс: {r.balance} кр.{' ⛔ забанен' if r.banned else ''}",
+        f"📅 С нами с {_date(r.first_seen)}, был {_date(r.last_seen)}",
+        f"🎬 Задачи: {jobs}",
+    ]
+    if r.referrer_id:
+        lines.append(f"🤝 Приглашён пользователем {r.referrer_id}")
+    for job_id, cls, text in r.last_errors:
+        lines.append(f"❌ #{job_id} {escape(cls)}: {escape(text[:120])}")
+    for reason, delta, at in r.payments:
+        lines.append(f"💳 {escape(reason)} {delta:+d} ({_date(at)})")
+    return "\n".join(lines)
+
+
+def admin_banned(user_id: int, changed: bool, cancelled: int) -> str:
+    if not changed:
+        return f"Пользователь {user_id} уже забанен."
+    extra = f" Отменено задач с возвратом: {cancelled}." if cancelled else ""
+    return f"⛔ Пользователь {user_id} забанен.{extra}"
+
+
+def admin_unbanned(user_id: int, changed: bool) -> str:
+    return f"✅ Пользователь {user_id} разбанен." if changed else f"Пользователь {user_id} не был забанен."
+
+
+def admin_stats(today: PeriodStats, week: PeriodStats, keys: list[dict]) -> str:
+    def block(title: str, p: PeriodStats) -> str:
+        fails = ", ".join(f"{k}: {v}" for k, v in p.failures_by_class.items()) or "нет"
+        return (f"<b>{title}</b>\n👥 Новых: {p.new_users}\n✅ Видео доставлено: {p.delivered}\n"
+                f"❌ Ошибки: {escape(fails)}\n"
+                f"💳 Списано: {p.credits_charged} кр., возвращено: {p.credits_refunded} кр.")
+
+    key_lines = "\n".join(
+        f"🔑 {k.get('key_id')}: {k.get('state')}, запросов {k.get('requests', 0)}, ошибок {k.get('errors', 0)}"
+        for k in keys) or "🔑 ключей нет (sandbox)"
+    return f"📊 {block('Сегодня', today)}\n\n{block('7 дней', week)}\n\n{key_lines}"
+
 
 # ---- admin / misc ----------------------------------------------------------
 BANNED = "⛔ Доступ к боту ограничен. Если это ошибка — напишите в поддержку."

@@ -140,8 +140,10 @@ class UserStore:
         )
 
     async def set_banned(self, user_id: int, banned: bool) -> bool:
+        """Returns whether anything changed."""
         return await self.db.execute(
-            "UPDATE users SET is_banned = ? WHERE id = ?", (int(banned), user_id)) == 1
+            "UPDATE users SET is_banned = ? WHERE id = ? AND is_banned != ?",
+            (int(banned), user_id, int(banned))) == 1
 
     async def balance(self, user_id: int) -> int:
         row = await self.db.fetchone("SELECT balance FROM users WHERE id = ?", (user_id,))

@@ -1,0 +1,107 @@
+"""Admin commands, for telegram.admin_ids only; anyone else falls through to the normal answers."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Command, CommandObject, Filter
+from aiogram.types import Message
+
+from neurocards.bot import texts
+from neurocards.bot.services import Services
+from neurocards.jobs.admin import ban_user, unban_user
+from neurocards.jobs.credits import NotEnoughToRemove, add_credits
+from neurocards.store.stats import period_stats, user_report
+
+log = logging.getLogger("neurocards.admin")
+
+
+class IsAdmin(Filter):
+    def __init__(self, admin_ids: tuple[int, ...]) -> None:
+        self.admin_ids = frozenset(admin_ids)
+
+    async def __call__(self, message: Message) -> bool:
+        return message.from_user is not None and message.from_user.id in self.admin_ids
+
+
+def _args(command: CommandObject) -> list[str]:
+    return (command.args or "").split()
+
+
+def _int(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+async def add_credits_cmd(message: Message, command: CommandObject, svc: Services, bot: Bot) -> None:
+    args = _args(command)
+    user_id, amount = (_int(args[0]), _int(args[1])) if len(args) >= 2 else (None, None)
+    if user_id is None or amount is None or amount == 0:
+        await message.answer(texts.ADMIN_USAGE_ADD)
+        return
+    reason = " ".join(args[2:]) or None
+    try:
+        change = await add_credits(svc.db, svc.users, user_id, amount, admin_id=message.from_user.id,  # type: ignore[union-attr]
+                                   note=reason)
+    except NotEnoughToRemove as exc:
+        await message.answer(texts.admin_cannot_remove(user_id, exc.balance))
+        return
+    log.info("admin %d changed credits of %d by %+d", message.from_user.id, user_id, amount)  # type: ignore[union-attr]
+    await message.answer(texts.admin_credits_changed(user_id, amount, change.balance))
+    if amount > 0:
+        try:
+            await bot.send_message(user_id, texts.credits_granted(amount, change.balance))
+        except TelegramAPIError:
+            pass  # the user may never have started the bot; the credits are there anyway
+
+
+async def user_info_cmd(message: Message, command: CommandObject, svc: Services) -> None:
+    args = _args(command)
+    user_id = _int(args[0]) if args else None
+    if user_id is None:
+        await message.answer(texts.ADMIN_USAGE_INFO)
+        return
+    report = await user_report(svc.db, user_id)
+    await message.answer(texts.admin_user_report(report) if report else texts.admin_no_user(user_id))
+
+
+async def ban_cmd(message: Message, command: CommandObject, svc: Services) -> None:
+    args = _args(command)
+    user_id = _int(args[0]) if args else None
+    if user_id is None:
+        await message.answer(texts.ADMIN_USAGE_BAN)
+        return
+    result = await ban_user(svc.db, svc.users, svc.jobs, user_id, admin_id=message.from_user.id)  # type: ignore[union-attr]
+    await message.answer(texts.admin_banned(user_id, result.changed, len(result.cancelled_jobs)))
+
+
+async def unban_cmd(message: Message, command: CommandObject, svc: Services) -> None:
+    args = _args(command)
+    user_id = _int(args[0]) if args else None
+    if user_id is None:
+        await message.answer(texts.ADMIN_USAGE_BAN)
+        return
+    changed = await unban_user(svc.db, svc.users, user_id, admin_id=message.from_user.id)  # type: ignore[union-attr]
+    await message.answer(texts.admin_unbanned(user_id, changed))
+
+
+async def stats_cmd(message: Message, svc: Services) -> None:
+    today = await period_stats(svc.db, 1)
+    week = await period_stats(svc.db, 7)
+    keys = svc.key_states() if svc.key_states else []
+    await message.answer(texts.admin_stats(today, week, keys))
+
+
+def make_router(admin_ids: tuple[int, ...]) -> Router:
+    router = Router(name="admin")
+    router.message.filter(IsAdmin(admin_ids))
+    router.message.register(add_credits_cmd, Command("admin_add_credits"))
+    router.message.register(user_info_cmd, Command("admin_user_info"))
+    router.message.register(ban_cmd, Command("admin_ban"))
+    router.message.register(unban_cmd, Command("admin_unban"))
+    router.message.register(stats_cmd, Command("admin_stats"))
+    return router

@@ -1,0 +1,84 @@
+"""Read-only queries for admins: one user's picture and the bot's numbers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from neurocards.store.db import Database
+
+
+@dataclass(frozen=True)
+class UserReport:
+    user_id: int
+    username: str | None
+    first_name: str | None
+    balance: int
+    banned: bool
+    referrer_id: int | None
+    first_seen: float
+    last_seen: float
+    jobs_by_state: dict[str, int]
+    last_errors: list[tuple[int, str, str]]  # (job id, class, text)
+    payments: list[tuple[str, int, float]] = field(default_factory=list)  # (label, amount, at)
+
+
+@dataclass(frozen=True)
+class PeriodStats:
+    days: int
+    new_users: int
+    delivered: int
+    failures_by_class: dict[str, int]
+    credits_charged: int
+    credits_refunded: int
+
+
+async def user_report(db: Database, user_id: int) -> UserReport | None:
+    user = await db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+    if user is None:
+        return None
+    states = await db.fetchall(
+        "SELECT state, COUNT(*) AS n FROM jobs WHERE user_id = ? GROUP BY state", (user_id,))
+    errors = await db.fetchall(
+        "SELECT id, error_class, error_text FROM jobs WHERE user_id = ? AND state = 'failed'"
+        " ORDER BY id DESC LIMIT 5", (user_id,))
+    payments = await db.fetchall(
+        "SELECT reason, delta, created_at FROM credit_ledger WHERE user_id = ?"
+        " AND reason IN ('payment', 'payment_refund', 'admin', 'referral') ORDER BY id DESC LIMIT 10",
+        (user_id,))
+    return UserReport(
+        user_id=user_id, username=user["username"], first_name=user["first_name"], balance=user["balance"],
+        banned=bool(user["is_banned"]), referrer_id=user["referrer_id"], first_seen=user["first_seen"],
+        last_seen=user["last_seen"], jobs_by_state={r["state"]: r["n"] for r in states},
+        last_errors=[(r["id"], r["error_class"] or "", r["error_text"] or "") for r in errors],
+        payments=[(r["reason"], r["delta"], r["created_at"]) for r in payments],
+    )
+
+
+async def period_stats(db: Database, days: int, now: float | None = None) -> PeriodStats:
+    now = time.time() if now is None else now
+    since = (now - now % 86400) - (days - 1) * 86400  # whole UTC days, today included
+    new_users = await db.fetchone("SELECT COUNT(*) AS n FROM users WHERE first_seen >= ?", (since,))
+    delivered = await db.fetchone(
+        "SELECT COUNT(*) AS n FROM jobs WHERE state = 'done' AND finished_at >= ?", (since,))
+    failures = await db.fetchall(
+        "SELECT COALESCE(error_class, 'unknown') AS c, COUNT(*) AS n FROM jobs WHERE state = 'failed'"
+        " AND finished_at >= ? GROUP BY c ORDER BY n DESC", (since,))
+    ledger = await db.fetchone(
+        "SELECT COALESCE(SUM(CASE WHEN reason = 'job_charge' THEN -delta END), 0) AS charged,"
+        " COALESCE(SUM(CASE WHEN reason = 'job_refund' THEN delta END), 0) AS refunded"
+        " FROM credit_ledger WHERE created_at >= ?", (since,))
+    return PeriodStats(
+        days=days, new_users=int(new_users["n"]) if new_users else 0,
+        delivered=int(delivered["n"]) if delivered else 0,
+        failures_by_class={r["c"]: r["n"] for r in failures},
+        credits_charged=int(ledger["charged"]) if ledger else 0,
+        credits_refunded=int(ledger["refunded"]) if ledger else 0,
+    )
+
+
+async def record_admin_action(db: Database, *, admin_id: int | None, action: str, user_id: int | None,
+                              detail: str | None = None) -> None:
+    await db.execute(
+        "INSERT INTO admin_audit (admin_id, action, user_id, detail, at) VALUES (?, ?, ?, ?, ?)",
+        (admin_id, action, user_id, detail, time.time()))
