@@ -28,6 +28,7 @@ from neurocards.bot.notifier import TelegramNotifier
 from neurocards.bot.services import Services
 from neurocards.config import Config, ConfigError
 from neurocards.jobs.alerts import Alerts, BalanceWatch
+from neurocards.jobs.chain import ChainEntry, ProviderChain
 from neurocards.jobs.engine import Engine
 from neurocards.jobs.orders import Orders
 from neurocards.jobs.prompting import PromptBuilder
@@ -48,14 +49,29 @@ from neurocards.store.users import ProductStore, UserStore
 log = logging.getLogger("neurocards")
 
 
-def build_provider(config: Config, transport: httpx.AsyncBaseTransport | None = None) -> VideoProvider:
-    if config.sandbox:
-        from neurocards.providers.sandbox import SandboxProvider
+def build_chain(config: Config, transport: httpx.AsyncBaseTransport | None = None,
+                kie_backend: VideoProvider | None = None) -> ProviderChain:
+    """One backend per kind, shared by the chain entries that use it (one KIE client, one sandbox)."""
+    kie: VideoProvider | None = kie_backend
+    sandbox: VideoProvider | None = None
+    entries: list[ChainEntry] = []
+    for index, name in enumerate(config.generation.providers):
+        if name == "sandbox":
+            if sandbox is None:
+                from neurocards.providers.sandbox import SandboxProvider
 
-        return SandboxProvider(config.storage.dir / "sandbox")
-    from neurocards.providers.kie import KieProvider
+                sandbox = SandboxProvider(config.storage.dir / "sandbox")
+            backend, fixed, default = sandbox, None, "sandbox"
+        else:
+            if kie is None:
+                from neurocards.providers.kie import KieProvider
 
-    return KieProvider(config.kie, transport=transport, accounts=dict(config.kie.accounts) or None)
+                kie = KieProvider(config.kie, transport=transport, accounts=dict(config.kie.accounts) or None)
+            backend, fixed, default = kie, (name.split(":", 1)[1] or None) if ":" in name else None, config.kie.model
+        entries.append(ChainEntry(name=name, backend=backend, fixed_model=fixed, default_model=default,
+                                  cost=config.credits.price(name), simple=index > 0 and name == "sandbox"))
+    return ProviderChain(entries, failures_to_switch=config.generation.fallback_failures,
+                         cooldown_s=config.generation.fallback_cooldown_s)
 
 
 def proxy_pools(config: Config) -> tuple[ProxyPool | None, ProxyPool | None]:
@@ -107,8 +123,9 @@ class Application:
         telegram_pool, api_pool = proxy_pools(cfg)
         self.proxy_pools = [p for p in (telegram_pool, api_pool) if p is not None]
         self.api_transport = RotatingProxyTransport(api_pool) if api_pool is not None else None
-        self.provider = self._provider or build_provider(
-            cfg, self.api_transport if cfg.network.proxy_for_kie else None)
+        self.chain = build_chain(cfg, self.api_transport if cfg.network.proxy_for_kie else None, self._provider)
+        self.provider = self.chain.primary.backend
+        self.kie = next((b for b in self.chain.backends() if b.name == "kie"), None)
         self.users = UserStore(self.db)
         self.products = ProductStore(self.db)
         self.jobs = JobStore(self.db)
@@ -122,16 +139,17 @@ class Application:
         self.notifier = TelegramNotifier(
             self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
             max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024)
-        self.prompts = PromptBuilder(cfg.openai)
+        from neurocards.store.prompt_cache import PromptCache  # local only to keep the edit small
+        self.prompts = PromptBuilder(cfg.openai, cache=PromptCache(self.db))
         self.alerts = Alerts(self.notifier)
         self.engine = Engine(
-            config=cfg, jobs=self.jobs, users=self.users, products=self.products, provider=self.provider,
+            config=cfg, jobs=self.jobs, users=self.users, products=self.products, chain=self.chain,
             notifier=self.notifier, templates=self.templates, prompts=self.prompts, alerts=self.alerts)
-        self.balance_watch = BalanceWatch(self.provider, self.alerts, cfg.kie.low_balance_alert)
-        self.orders = Orders(cfg, self.jobs, self.templates, self.provider.name, on_new_jobs=self.engine.wake)
+        self.balance_watch = BalanceWatch(self.kie, self.alerts, cfg.kie.low_balance_alert)
+        self.orders = Orders(cfg, self.jobs, self.templates, self.chain, on_new_jobs=self.engine.wake)
         services = Services(config=cfg, db=self.db, users=self.users, products=self.products, jobs=self.jobs,
                             orders=self.orders, templates=self.templates,
-                            key_states=getattr(self.provider, "key_states", None))
+                            key_states=getattr(self.kie, "key_states", None))
         self.dp = Dispatcher(storage=SQLiteStorage(self.db))
         for observer in (self.dp.message, self.dp.callback_query):
             observer.outer_middleware(ThrottlingMiddleware(cfg.telegram.user_rate_per_s, cfg.telegram.user_burst))
@@ -140,7 +158,7 @@ class Application:
         self.dp.include_routers(admin.make_router(cfg.telegram.admin_ids), menu.make_router(), create.make_router())
 
         self.callbacks: CallbackServer | None = None
-        if cfg.kie.callback_url and not cfg.sandbox:
+        if cfg.kie.callback_url and self.kie is not None:
             host, _, port = cfg.kie.callback_listen.rpartition(":")
             self.callbacks = CallbackServer(host, int(port), cfg.kie.callback_secret,
                                             cfg.kie.callback_hmac_key or None, self.engine.on_task_callback)
@@ -153,7 +171,7 @@ class Application:
         notice_every = max(0.2, min(30.0, cfg.generation.retry.queue_notice_after_s / 3))
         self.scheduler.add_job(self.engine.notify_long_waits, "interval", seconds=notice_every, id="long-waits",
                                max_instances=1, coalesce=True)
-        if not cfg.sandbox and cfg.kie.low_balance_alert > 0:
+        if self.kie is not None and cfg.kie.low_balance_alert > 0:
             self.scheduler.add_job(self.balance_watch.check, "interval", seconds=cfg.kie.balance_check_interval_s,
                                    id="kie-balance", max_instances=1, coalesce=True,
                                    next_run_time=datetime.now())
@@ -179,7 +197,8 @@ class Application:
         if self.callbacks is not None:
             await self.callbacks.stop()
         await self.prompts.aclose()
-        await self.provider.aclose()
+        for backend in self.chain.backends():
+            await backend.aclose()
         if self.api_transport is not None:
             await self.api_transport.aclose()
         await self.bot.session.close()

@@ -7,6 +7,7 @@ A wrong or missing key stops the start with one line naming the key
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,11 @@ class StorageConfig:
 class CreditsConfig:
     welcome: int = 10
     per_video: int = 10
+    # Price per video for a chain entry other than the default, e.g. {"sandbox": 2}.
+    per_provider: tuple[tuple[str, int], ...] = ()
+
+    def price(self, provider: str) -> int:
+        return dict(self.per_provider).get(provider, self.per_video)
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,9 @@ class GenerationConfig:
     prompts_file: Path | None = None
     dispatch_interval_s: float = 1.0
     retry: RetryConfig = field(default_factory=RetryConfig)
+    providers: tuple[str, ...] = ("kie",)
+    fallback_failures: int = 5
+    fallback_cooldown_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,8 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     sandbox: bool = False
+    payments: PaymentsConfig = field(default_factory=lambda: PaymentsConfig())
+    referrals: ReferralsConfig = field(default_factory=lambda: ReferralsConfig())
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
@@ -166,6 +177,84 @@ def _delays(sec: dict[str, Any], section: str, key: str, default: tuple[float, .
     if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value):
         raise ConfigError(f"config: {section}.{key} must be a list of non-negative numbers")
     return tuple(float(v) for v in value)
+
+
+@dataclass(frozen=True)
+class CreditPack:
+    id: str
+    credits: int
+    stars: int
+    label: str
+
+
+DEFAULT_PACKS = (
+    CreditPack("s", 50, 50, "50 кредитов"),
+    CreditPack("m", 120, 100, "120 кредитов"),
+    CreditPack("l", 300, 225, "300 кредитов"),
+)
+REFUND_POLICIES = ("refuse", "allow")
+REFERRAL_TRIGGERS = ("first_payment", "first_video")
+
+
+@dataclass(frozen=True)
+class PaymentsConfig:
+    packs: tuple[CreditPack, ...] = DEFAULT_PACKS
+    # An admin refund of a payment whose credits were partly spent: "refuse" it, or
+    # "allow" it (the Stars go back, only the credits that are left are removed).
+    refund_when_spent: str = "refuse"
+    terms_text: str = ""
+
+    def pack(self, pack_id: str) -> CreditPack | None:
+        return next((p for p in self.packs if p.id == pack_id), None)
+
+
+@dataclass(frozen=True)
+class ReferralsConfig:
+    bonus_credits: int = 20
+    bonus_on: str = "first_payment"  # first_payment | first_video
+
+
+def _packs(sec: dict[str, Any]) -> tuple[CreditPack, ...]:
+    raw = _get(sec, "payments", "packs", list, None)
+    if raw is None:
+        return DEFAULT_PACKS
+    if not raw:
+        raise ConfigError("config: payments.packs must list at least one pack")
+    packs: list[CreditPack] = []
+    for number, item in enumerate(raw, start=1):
+        name = f"payments.packs[{number}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"config: {name} must be a table {{id, credits, stars, label}}")
+        pack_id = _get(item, name, "id", str)
+        # The id travels in callback data and in the invoice payload: short and plain.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", pack_id):
+            raise ConfigError(f"config: {name}.id must be 1-16 letters, digits, _ or -")
+        if any(p.id == pack_id for p in packs):
+            raise ConfigError(f"config: {name}.id {pack_id!r} is used twice")
+        credits = int(_positive(_get(item, name, "credits", int), f"{name}.credits"))
+        label = _get(item, name, "label", str, "") or f"{credits} кредитов"
+        if len(label) > 32:  # it becomes the invoice title, which Telegram limits to 32
+            raise ConfigError(f"config: {name}.label must be at most 32 characters")
+        packs.append(CreditPack(id=pack_id, credits=credits, label=label,
+                                stars=int(_positive(_get(item, name, "stars", int), f"{name}.stars"))))
+    return tuple(packs)
+
+
+def _payments(raw: dict[str, Any]) -> tuple[PaymentsConfig, ReferralsConfig]:
+    pay = _section(raw, "payments")
+    policy = _get(pay, "payments", "refund_when_spent", str, "refuse")
+    if policy not in REFUND_POLICIES:
+        raise ConfigError('config: payments.refund_when_spent must be "refuse" or "allow"')
+    payments = PaymentsConfig(packs=_packs(pay), refund_when_spent=policy,
+                              terms_text=_get(pay, "payments", "terms_text", str, "").strip())
+    ref = _section(raw, "referrals")
+    bonus = _get(ref, "referrals", "bonus_credits", int, 20)
+    if bonus < 0:
+        raise ConfigError("config: referrals.bonus_credits must not be negative")
+    bonus_on = _get(ref, "referrals", "bonus_on", str, "first_payment")
+    if bonus_on not in REFERRAL_TRIGGERS:
+        raise ConfigError('config: referrals.bonus_on must be "first_payment" or "first_video"')
+    return payments, ReferralsConfig(bonus_credits=bonus, bonus_on=bonus_on)
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None, *,
@@ -216,8 +305,6 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         accounts.extend((k.strip(), account) for k in account_keys)
     keys = list(dict.fromkeys([*(k.strip() for k in keys), *(k for k, _ in accounts)]))
     sandbox = sandbox or bool(_get(_section(raw, "generation"), "generation", "sandbox", bool, False))
-    if not keys and not sandbox:
-        raise ConfigError("config: kie.api_keys is empty (or set NEUROCARDS_KIE_API_KEYS, or run with --sandbox)")
     kie = KieConfig(
         api_keys=tuple(keys),
         base_url=_get(kie_sec, "kie", "base_url", str, KieConfig.base_url).rstrip("/"),
@@ -264,9 +351,13 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
     welcome = _get(cr, "credits", "welcome", int, 10)
     if welcome < 0:
         raise ConfigError("config: credits.welcome must not be negative")
+    per_provider = _get(cr, "credits", "per_provider", dict, {})
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in per_provider.values()):
+        raise ConfigError("config: credits.per_provider values must be positive integers")
     credits = CreditsConfig(
         welcome=welcome,
         per_video=int(_positive(_get(cr, "credits", "per_video", int, 10), "credits.per_video")),
+        per_provider=tuple(per_provider.items()),
     )
 
     gen = _section(raw, "generation")
@@ -279,11 +370,22 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         queue_notice_after_s=float(_get(rt, "generation.retry", "queue_notice_after_s", (int, float), 300.0)),
     )
     prompts = _get(gen, "generation", "prompts_file", str, "")
+    providers = _get(gen, "generation", "providers", list, ["kie"])
+    if sandbox:
+        providers = ["sandbox"]
+    if not providers or not all(isinstance(p, str) and (p in ("kie", "sandbox") or p.startswith("kie:"))
+                                for p in providers):
+        raise ConfigError('config: generation.providers must list "kie", "kie:<model>" or "sandbox"')
+    if any(p.startswith("kie") for p in providers) and not keys:
+        raise ConfigError("config: kie.api_keys is empty (or set NEUROCARDS_KIE_API_KEYS, or run with --sandbox)")
     generation = GenerationConfig(
         max_parallel=int(_positive(_get(gen, "generation", "max_parallel", int, 50), "generation.max_parallel")),
         prompts_file=rel(prompts) if prompts else None,
         dispatch_interval_s=float(_positive(_get(gen, "generation", "dispatch_interval_s", (int, float), 1.0), "generation.dispatch_interval_s")),
         retry=retry,
+        providers=tuple(dict.fromkeys(providers)),
+        fallback_failures=int(_positive(_get(gen, "generation", "fallback_failures", int, 5), "generation.fallback_failures")),
+        fallback_cooldown_s=float(_positive(_get(gen, "generation", "fallback_cooldown_s", (int, float), 300.0), "generation.fallback_cooldown_s")),
     )
     net = _section(raw, "network")
     proxies_file = _get(net, "network", "proxies_file", str, "")
@@ -306,8 +408,11 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         min_seconds_between_orders=_limit("min_seconds_between_orders", 20),
         max_jobs_in_flight=_limit("max_jobs_in_flight", 10),
     )
+    payments, referrals = _payments(raw)
     return Config(
         path=cfg_path,
+        payments=payments,
+        referrals=referrals,
         network=network,
         limits=limits,
         telegram=telegram,

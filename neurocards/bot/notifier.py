@@ -32,7 +32,7 @@ class TelegramNotifier:
         self.support_username = support_username
         self.max_upload_bytes = max_upload_bytes
 
-    async def deliver_video(self, job: Job, path: Path | None, balance: int) -> str:
+    async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False) -> str:
         if job.video_file_id:
             video: FSInputFile | str = job.video_file_id
         elif path is not None:
@@ -43,7 +43,7 @@ class TelegramNotifier:
             raise DeliveryError(DeliveryErrorKind.REJECTED, "nothing to send")
         try:
             message = await self.bot.send_video(
-                job.chat_id, video, caption=texts.video_ready(balance),
+                job.chat_id, video, caption=texts.video_ready(balance, simple=simple),
                 reply_markup=keyboards.video_result(job.product_id), supports_streaming=True)
         except TelegramRetryAfter as exc:
             raise DeliveryError(DeliveryErrorKind.RETRY_AFTER, exc.message, float(exc.retry_after)) from None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from neurocards.config import Config
 from neurocards.jobs.alerts import Alerts
+from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.failures import Failure, FailureClass, classify, policy_for
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind, JobNotifier
 from neurocards.jobs.prompting import PromptBuilder
@@ -50,7 +51,7 @@ class Engine:
         jobs: JobStore,
         users: UserStore,
         products: ProductStore,
-        provider: VideoProvider,
+        chain: ProviderChain,
         notifier: JobNotifier,
         templates: TemplateCatalog,
         prompts: PromptBuilder,
@@ -60,7 +61,7 @@ class Engine:
         self.jobs = jobs
         self.users = users
         self.products = products
-        self.provider = provider
+        self.chain = chain
         self.notifier = notifier
         self.templates = templates
         self.prompts = prompts
@@ -139,6 +140,9 @@ class Engine:
             self._running.pop(job.id, None)
             self._wake.set()
 
+    def _backend(self, job: Job) -> VideoProvider:
+        return self.chain.get(job.provider).backend
+
     # ---- the state machine -------------------------------------------------
 
     async def _drive(self, job: Job) -> None:
@@ -164,12 +168,14 @@ class Engine:
         if prompt is None:
             prompt = await self.prompts.build(template, product.description or "", job.wishes)
             job = await self.jobs.update(job.id, prompt=prompt, event="prompt ready")
+        backend = self._backend(job)
         # Sibling jobs of one order share the upload: one at a time per product, the rest reuse it.
+        # Only KIE uploads are cached on the product (the sandbox stores its own copy, cheaply).
         lock = self._upload_locks.setdefault(product.id, asyncio.Lock())
         try:
             async with lock:
                 product = await self.products.get(product.id) or product
-                url = product.upload_url
+                url = product.upload_url if backend.name == "kie" else None
                 if not url or not product.upload_url_at or time.time() - product.upload_url_at > UPLOAD_REUSE_S:
                     path = Path(product.photo_path)
                     try:
@@ -177,10 +183,11 @@ class Engine:
                     except OSError:
                         return await self._fail(job, Failure(FailureClass.PHOTO_GONE, "product photo is gone"))
                     try:
-                        url = await self.provider.upload_image(data, f"p{product.id}{path.suffix or '.jpg'}")
+                        url = await backend.upload_image(data, f"p{product.id}{path.suffix or '.jpg'}")
                     except ProviderError as err:
                         return await self._on_error(job, err, retry_state=JobState.QUEUED)
-                    await self.products.set_upload_url(product.id, url)
+                    if backend.name == "kie":
+                        await self.products.set_upload_url(product.id, url)
         finally:
             if not lock.locked() and self._upload_locks.get(product.id) is lock:
                 del self._upload_locks[product.id]
@@ -199,9 +206,10 @@ class Engine:
                           if self.config.kie.callback_url else None),
         )
         try:
-            task = await self.provider.submit(request)
+            task = await self._backend(job).submit(request)
         except ProviderError as err:
             return await self._on_error(job, err, retry_state=JobState.SUBMITTING)
+        self.chain.record_success(job.provider)
         log.info("job %d user %d: task %s created (key %s)", job.id, job.user_id, task.task_id, task.key_id)
         return await self.jobs.update(
             job.id, task_id=task.task_id, key_id=task.key_id, submitted_at=time.time(),
@@ -229,7 +237,7 @@ class Engine:
             if time.time() - submitted > self.config.kie.timeout_s:
                 return await self._fail(job, Failure(FailureClass.TIMEOUT, f"task {job.task_id} timed out"))
             try:
-                status = await self.provider.poll(job.task_id, job.model, job.key_id)
+                status = await self._backend(job).poll(job.task_id, job.model, job.key_id)
             except ProviderError as err:
                 if classify(err).cls is FailureClass.OUR_BUG:
                     # The task is unknown upstream (e.g. "recordInfo is null"): nothing was paid, resubmit.
@@ -273,7 +281,7 @@ class Engine:
         assert job.result_url is not None
         dest = self.config.storage.outputs_dir / f"{job.id}.mp4"
         try:
-            size = await self.provider.download(job.result_url, dest, max_bytes=2 * 1024**3)
+            size = await self._backend(job).download(job.result_url, dest, max_bytes=2 * 1024**3)
         except ProviderError as err:
             return await self._on_error(job, err, retry_state=JobState.DOWNLOADING)
         return await self.jobs.update(
@@ -299,7 +307,8 @@ class Engine:
         while True:
             balance = await self.users.balance(job.user_id)
             try:
-                file_id = await self.notifier.deliver_video(job, path, balance)
+                file_id = await self.notifier.deliver_video(job, path, balance,
+                                                            simple=self.chain.get(job.provider).simple)
                 break
             except DeliveryError as err:
                 if err.kind is DeliveryErrorKind.RETRY_AFTER:
@@ -348,22 +357,26 @@ class Engine:
     async def _on_error(self, job: Job, err: ProviderError, *, retry_state: JobState) -> Job | None:
         failure = classify(err)
         log.warning("job %d user %d: %s error in %s: %s", job.id, job.user_id, failure.cls, job.state, err)
-        rotate = getattr(self.provider, "disable_key", None)
+        backend = self._backend(job)
+        self.chain.record_failure(job.provider, failure.cls)
+        rotate = getattr(backend, "disable_key", None)
         if failure.cls is FailureClass.BILLING and err.key_id and rotate is not None:
             rotate(err.key_id, failure.text)
-            if self._keys_left() > 0:  # another key may pay: try it now, no attempt used
+            if self._keys_left(backend) > 0:  # another key may pay: try it now, no attempt used
                 await self.jobs.update(job.id, state=retry_state, task_id=None if retry_state is JobState.SUBMITTING
                                        else job.task_id, event=f"billing on key {err.key_id}, next key")
                 return await self.jobs.get(job.id)
-        if failure.cls is FailureClass.BILLING and self._keys_left() == 0:
+        if failure.cls is FailureClass.BILLING and self._keys_left(backend) == 0:
             await self.alerts.send("billing:no_keys", f"KIE: ни один API-ключ не может оплатить генерацию "
                                    f"({failure.text[:200]}). Пополните баланс KIE или замените ключи.")
+        if retry_state is not JobState.DOWNLOADING and (switched := await self._fall_over(job, failure)):
+            return switched
         policy = policy_for(failure.cls, self.config.generation.retry)
         if failure.cls is FailureClass.UNKNOWN:
             log.warning("unclassified provider error (add a rule?): %r", err.message)
         if policy.retries and job.attempts < len(policy.delays_s):
             delay = self._jittered(policy.delays_s[job.attempts])
-            cool = getattr(self.provider, "cool_down_key", None)
+            cool = getattr(backend, "cool_down_key", None)
             if failure.cls is FailureClass.RATE_LIMIT and err.key_id and cool is not None:
                 cool(err.key_id, delay)
             changes: dict[str, object] = {
@@ -385,8 +398,22 @@ class Engine:
                                    f"job {job.id}: {failure.cls} (code {failure.code}): {failure.text[:300]}")
         return await self._fail(job, failure)
 
-    def _keys_left(self) -> int:
-        available = getattr(self.provider, "available_keys", None)
+    async def _fall_over(self, job: Job, failure: Failure) -> Job | None:
+        """The job's provider is set aside: move the job (not yet generating) to the next one."""
+        if failure.cls is FailureClass.USER_VIOLATION:
+            return None
+        target = self.chain.alternative(job.provider)
+        if target is None:
+            return None
+        template = self.templates.get(job.template)
+        model = self.chain.model_for(target, template.model if template else None)
+        log.warning("job %d: %s unavailable, moving to %s", job.id, job.provider, target.name)
+        return await self.jobs.update(
+            job.id, provider=target.name, model=model, state=JobState.QUEUED, image_url=None, task_id=None,
+            key_id=None, attempts=0, event=f"provider {job.provider} unavailable, moved to {target.name}")
+
+    def _keys_left(self, backend: VideoProvider) -> int:
+        available = getattr(backend, "available_keys", None)
         return int(available()) if available is not None else 1
 
     async def _fail(self, job: Job, failure: Failure) -> Job:

@@ -30,8 +30,10 @@ class DeliveryError(Exception):
 
 
 class JobNotifier(Protocol):
-    async def deliver_video(self, job: Job, path: Path | None, balance: int) -> str:
+    async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False) -> str:
         """Send the finished video (from `path`, or by job.video_file_id); return Telegram's file_id.
+
+        `simple`: made by a fallback provider, the seller is told it is a simpler video.
 
         Raises DeliveryError."""
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from neurocards.config import Config
+from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.store.jobs import JobStore, NewJobs
 
@@ -19,6 +20,7 @@ class Quote:
     count: int
     cost: int
     balance: int
+    simple: bool = False  # the main way to make videos is unavailable; a plainer one is used
 
     @property
     def affordable(self) -> bool:
@@ -44,35 +46,32 @@ class LimitReached(Exception):
 
 
 class Orders:
-    def __init__(self, config: Config, jobs: JobStore, templates: TemplateCatalog, provider_name: str,
+    def __init__(self, config: Config, jobs: JobStore, templates: TemplateCatalog, chain: ProviderChain,
                  on_new_jobs: Callable[[], None] | None = None) -> None:
         self.config = config
         self.jobs = jobs
         self.templates = templates
-        self.provider_name = provider_name
+        self.chain = chain
         self._on_new_jobs = on_new_jobs
 
     def quote(self, count: int, balance: int) -> Quote:
-        return Quote(count=count, cost=count * self.config.credits.per_video, balance=balance)
-
-    def model_for(self, template_id: str) -> str:
-        template = self.templates.get(template_id)
-        if self.provider_name != "kie":
-            return self.provider_name
-        return (template.model if template and template.model else None) or self.config.kie.model
+        entry = self.chain.choose()
+        return Quote(count=count, cost=count * entry.cost, balance=balance, simple=entry.simple)
 
     async def launch(self, *, user_id: int, chat_id: int, product_id: int, template_id: str, wishes: str,
                      count: int, request_key: str) -> NewJobs:
-        """Create and charge `count` jobs; raises InsufficientCredits or DuplicateRequest."""
+        """Create and charge `count` jobs; raises InsufficientCredits, DuplicateRequest or LimitReached."""
         if count not in QUANTITIES:
             raise ValueError(f"quantity {count} not offered")
-        if self.templates.get(template_id) is None:
+        template = self.templates.get(template_id)
+        if template is None:
             raise KeyError(template_id)
         await self.check_limits(user_id, count)
+        entry = self.chain.choose()
         created = await self.jobs.create_charged(
             user_id=user_id, chat_id=chat_id, product_id=product_id, request_key=request_key,
-            template=template_id, wishes=wishes, provider=self.provider_name,
-            model=self.model_for(template_id), count=count, cost_each=self.config.credits.per_video,
+            template=template_id, wishes=wishes, provider=entry.name,
+            model=self.chain.model_for(entry, template.model), count=count, cost_each=entry.cost,
         )
         if self._on_new_jobs is not None:
             self._on_new_jobs()

@@ -100,7 +100,8 @@ async def chose_template(query: CallbackQuery, callback_data: TemplateCb, state:
 
 async def _ask_quantity(target: Message, svc: Services, state: FSMContext) -> None:
     await state.set_state(CreateVideo.quantity)
-    await target.answer(texts.ASK_QUANTITY, reply_markup=keyboards.quantities(QUANTITIES, svc.config.credits.per_video))
+    price = svc.orders.quote(1, 0).cost
+    await target.answer(texts.ASK_QUANTITY, reply_markup=keyboards.quantities(QUANTITIES, price))
 
 
 async def got_wishes(message: Message, state: FSMContext, svc: Services) -> None:
@@ -138,8 +139,11 @@ async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, state:
     if not quote.affordable:
         await show(query, texts.not_enough_credits(quote.cost, quote.balance), keyboards.not_enough(nonce))
         return
-    await show(query, texts.confirm(product.description or "", template.title, data.get("wishes", ""),
-                                    quote.count, quote.cost, quote.balance), keyboards.confirm(nonce))
+    text = texts.confirm(product.description or "", template.title, data.get("wishes", ""),
+                         quote.count, quote.cost, quote.balance)
+    if quote.simple:
+        text += "\n\n" + texts.SIMPLE_MODE_NOTE
+    await show(query, text, keyboards.confirm(nonce))
 
 
 async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMContext, svc: Services,

@@ -1,0 +1,111 @@
+"""An ordered chain of ways to make a video, with fall-over when one is unavailable.
+
+Entries are named in config: "kie" (the template's or the default KIE model), "kie:<model>"
+(a fixed KIE model, so a chain can be a chain of models) and "sandbox" (local ffmpeg). New jobs go
+to the first available entry; an entry that keeps failing for reasons a retry cannot fix soon
+(temporary, billing, rate limit) is set aside for a cool-down, after which the next job probes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from neurocards.jobs.failures import FailureClass
+from neurocards.providers.base import VideoProvider
+
+log = logging.getLogger("neurocards.chain")
+
+OUTAGE_CLASSES = frozenset({FailureClass.TEMPORARY, FailureClass.BILLING, FailureClass.RATE_LIMIT,
+                            FailureClass.UNKNOWN})
+
+
+@dataclass
+class ChainEntry:
+    name: str
+    backend: VideoProvider
+    fixed_model: str | None
+    cost: int
+    simple: bool  # a plainer video than the primary: the seller is told so
+    default_model: str = ""
+    failures: int = 0
+    down_until: float = 0.0
+    first_failure_at: float | None = field(default=None)
+
+
+class ProviderChain:
+    def __init__(self, entries: list[ChainEntry], *, failures_to_switch: int = 5, cooldown_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not entries:
+            raise ValueError("a provider chain needs at least one entry")
+        self.entries = entries
+        self._by_name = {e.name: e for e in entries}
+        self.failures_to_switch = failures_to_switch
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+
+    @property
+    def primary(self) -> ChainEntry:
+        return self.entries[0]
+
+    def get(self, name: str) -> ChainEntry:
+        # A job stored with a name no longer configured still finishes on the primary.
+        return self._by_name.get(name) or self.primary
+
+    @staticmethod
+    def model_for(entry: ChainEntry, template_model: str | None) -> str:
+        """A fixed model wins; plain "kie" takes the template's model, else the configured default."""
+        if entry.fixed_model:
+            return entry.fixed_model
+        if entry.name == "kie" and template_model:
+            return template_model
+        return entry.default_model
+
+    def backends(self) -> list[VideoProvider]:
+        unique: dict[int, VideoProvider] = {}
+        for entry in self.entries:
+            unique.setdefault(id(entry.backend), entry.backend)
+        return list(unique.values())
+
+    def available(self, entry: ChainEntry) -> bool:
+        return entry.down_until <= self.clock()
+
+    def choose(self, exclude: str | None = None) -> ChainEntry:
+        """The first available entry (a cooled-down one is probed again); the last one as a last resort."""
+        for entry in self.entries:
+            if entry.name != exclude and self.available(entry):
+                return entry
+        candidates = [e for e in self.entries if e.name != exclude] or self.entries
+        return min(candidates, key=lambda e: e.down_until)
+
+    def alternative(self, name: str) -> ChainEntry | None:
+        """Another available entry for a job whose entry is down; None if there is none."""
+        current = self.get(name)
+        if self.available(current):
+            return None
+        choice = self.choose(exclude=name)
+        return choice if self.available(choice) else None
+
+    def record_failure(self, name: str, failure: FailureClass) -> None:
+        if failure not in OUTAGE_CLASSES or len(self.entries) == 1:
+            return
+        entry = self.get(name)
+        entry.failures += 1
+        if entry.failures >= self.failures_to_switch and self.available(entry):
+            entry.down_until = self.clock() + self.cooldown_s
+            entry.failures = 0
+            log.warning("provider %s set aside for %.0fs after repeated failures", entry.name, self.cooldown_s)
+
+    def record_success(self, name: str) -> None:
+        entry = self.get(name)
+        if entry.failures or entry.down_until:
+            log.info("provider %s works again", entry.name)
+        entry.failures = 0
+        entry.down_until = 0.0
+
+    def states(self) -> list[dict[str, object]]:
+        now = self.clock()
+        return [{"name": e.name, "available": e.down_until <= now, "failures": e.failures,
+                 "down_for_s": max(0.0, e.down_until - now), "cost": e.cost} for e in self.entries]
