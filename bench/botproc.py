@@ -10,26 +10,30 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import TOKEN, config_text
+from tests.harness import config_text
 
 from .fakes import BenchKie, BenchTelegram
 
 BENCH_DIR = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BOT_SRC = ""  # set by --bot-src
 
 
 def bench_overrides(keys: list[str], *, max_parallel: int, poll_interval_s: float,
-                    welcome: int) -> dict[str, dict[str, Any]]:
-    """Production-like settings (config.toml defaults) except what the bench must change."""
-    return {
+                    welcome: int, accounts: bool) -> dict[str, dict[str, Any]]:
+    """Production-like settings (config.toml defaults) except what the bench must change.
+    ``accounts``: every key is its own KIE account (``[kie.accounts]``); otherwise all keys
+    fall into the one "default" account, as with a plain ``api_keys`` list."""
+    overrides: dict[str, dict[str, Any]] = {
         "telegram": {"polling_timeout_s": 30, "request_timeout_s": 60,
                      "user_rate_per_s": 3, "user_burst": 10},
         "kie": {"api_keys": keys, "model": "veo3_fast", "poll_interval_s": poll_interval_s,
-                "timeout_s": 900, "http_timeout_s": 60},
+                "timeout_s": 900, "http_timeout_s": 60, "low_balance_alert": 0},
         "credits": {"welcome": welcome, "per_video": 10},
         "generation": {"max_parallel": max_parallel, "dispatch_interval_s": 1.0},
         # Production schedule, except a 429 waits 10/20/40 s instead of 60/120/240 s so a
@@ -38,6 +42,28 @@ def bench_overrides(keys: list[str], *, max_parallel: int, poll_interval_s: floa
                              "rate_limit_delays_s": [10, 20, 40], "jitter": 0.2,
                              "delivery_delays_s": [3, 10], "queue_notice_after_s": 300},
     }
+    if accounts:
+        overrides["kie.accounts"] = {f"acct{i}": [key] for i, key in enumerate(keys)}
+    return overrides
+
+
+async def poll_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
+    """Check ``condition`` every ``step_s`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / step_s) + 2):
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(step_s)
+    return condition()
+
+
+def config_knows_accounts(path: Path) -> bool:
+    """Whether this version of the bot reads ``[kie.accounts]`` (added while the bench was written)."""
+    from neurocards.config import load_config
+
+    return bool(getattr(load_config(path, env={}).kie, "accounts", ()))
 
 
 @dataclass
@@ -53,12 +79,13 @@ class BotProcess:
     tg: BenchTelegram
     kie: BenchKie
     overrides: dict[str, dict[str, Any]]
-    accounts_override: bool
+    accounts: bool  # every key its own KIE account
     process: subprocess.Popen[bytes] | None = None
     spawned_at: float = 0.0
     samples: list[ProcSample] = field(default_factory=list)
     _sampler: asyncio.Task[None] | None = None
     final_hwm_kb: int = 0
+    launcher: str = ""
 
     @property
     def config_path(self) -> Path:
@@ -81,18 +108,24 @@ class BotProcess:
     def spawn(self) -> None:
         self.write_config()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEUROCARDS_", "BENCH_"))}
-        if self.accounts_override:
+        if BOT_SRC:  # --bot-src: run a scratch copy of the bot (PathFinder wins over the editable finder)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOT_SRC, env.get("PYTHONPATH", "")]))
+        cmd = [sys.executable, "-m", "neurocards"]
+        self.launcher = "neurocards run"
+        if self.accounts and not config_knows_accounts(self.config_path):
+            # An older bot: the same CLI with the accounts passed to KieProvider directly.
             cmd = [sys.executable, str(BENCH_DIR / "bot_entry.py")]
             env["BENCH_ACCOUNTS"] = "1"
-        else:
-            cmd = [sys.executable, "-m", "neurocards"]
+            self.launcher = "bench/bot_entry.py (accounts override)"
         if os.environ.get("BENCH_PROFILE_DIR"):  # investigation aid, see README
-            if not self.accounts_override:
-                cmd = [sys.executable, str(BENCH_DIR / "bot_entry.py")]
+            cmd[1:] = [str(BENCH_DIR / "bot_entry.py")]
             env["BENCH_PROFILE"] = str(Path(os.environ["BENCH_PROFILE_DIR"]) / f"{self.tmp.name}.prof")
         cmd += ["run", "--config", str(self.config_path)]
-        self.spawned_at = time.monotonic()
         with open(self.tmp / "bot.log", "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"
+            log.write(f"{stamp} BENCH spawning: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.spawned_at = time.monotonic()
             self.process = subprocess.Popen(cmd, cwd=self.tmp, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
         self._sampler = asyncio.create_task(self._sample_loop(), name="rss-sampler")
@@ -100,7 +133,7 @@ class BotProcess:
     async def wait_ready(self, timeout_s: float = 60.0) -> float:
         """Until the bot's first getUpdates (the engine has started by then); returns seconds."""
         deadline = time.monotonic() + timeout_s
-        while self.tg.method_counts["getUpdates"] == 0:
+        while self.tg.arrivals["getUpdates"] == 0:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"bot exited with {self.process.returncode}; see {self.tmp / 'bot.log'}")
             if time.monotonic() > deadline:
@@ -149,14 +182,9 @@ class BotProcess:
         if proc.poll() is None:
             self.final_hwm_kb = self.read_status()[1]
             proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.poll() is None:
+            if not await poll_until(lambda: proc.poll() is not None, timeout_s):
                 proc.kill()
-                deadline = time.monotonic() + 10
-                while proc.poll() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                await poll_until(lambda: proc.poll() is not None, 10.0)
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

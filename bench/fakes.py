@@ -37,7 +37,8 @@ class BenchTelegram(FakeTelegram):
 
     def __init__(self, token: str) -> None:
         super().__init__(token=token)
-        self.method_counts: Counter[str] = Counter()
+        self.method_counts: Counter[str] = Counter()  # answered calls
+        self.arrivals: Counter[str] = Counter()  # calls as they arrive (a long poll answers late)
         self.too_many_requests = 0  # 429 answers
         self.errors: Counter[str] = Counter()  # "method status" of non-200 answers
         self.sends_per_second: Counter[int] = Counter()  # int(monotonic) -> successful sends
@@ -61,7 +62,13 @@ class BenchTelegram(FakeTelegram):
 
         self.state.record_event = record_event  # type: ignore[method-assign]
 
-    # -- answers seen by the bot -------------------------------------------------------
+    # -- calls and answers -------------------------------------------------------------
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals[request.match_info["method"]] += 1
+        if self.first_call_at is None:
+            self.first_call_at = time.monotonic()
+        return await super()._handle_api(request)
+
     def _answer(self, call: ApiCall, result: Any) -> web.Response:
         response = super()._answer(call, result)
         self._seen(call, 200)
@@ -75,8 +82,6 @@ class BenchTelegram(FakeTelegram):
     def _seen(self, call: ApiCall, status: int) -> None:
         method = call.method
         self.method_counts[method] += 1
-        if self.first_call_at is None:
-            self.first_call_at = call.at
         if status != 200:
             self.errors[f"{method} {status}"] += 1
             if status == 429:

@@ -21,7 +21,7 @@ from tests.fakes.telegram import FakeUser
 from tests.fakes.telegram_state import BotMessage
 from tests.harness import TOKEN, product_jpeg
 
-from .botproc import BotProcess, bench_overrides
+from .botproc import BotProcess, bench_overrides, poll_until
 from .fakes import BenchKie, BenchTelegram
 
 PHOTO = product_jpeg()
@@ -117,7 +117,7 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(settings: Settings, name: str, *, accounts_override: bool,
+async def world(settings: Settings, name: str, *, accounts: bool,
                 welcome: int) -> AsyncIterator[World]:
     keys = key_list(settings.keys)
     tg = BenchTelegram(TOKEN)
@@ -127,8 +127,9 @@ async def world(settings: Settings, name: str, *, accounts_override: bool,
     await kie.start()
     tmp = settings.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
     overrides = bench_overrides(keys, max_parallel=settings.max_parallel,
-                                poll_interval_s=settings.poll_interval_s, welcome=welcome)
-    bot = BotProcess(tmp, tg, kie, overrides, accounts_override)
+                                poll_interval_s=settings.poll_interval_s, welcome=welcome,
+                                accounts=accounts)
+    bot = BotProcess(tmp, tg, kie, overrides, accounts)
     lag = LoopLag()
     lag.start()
     try:
@@ -179,11 +180,11 @@ def make_users(tg: BenchTelegram, count: int, base: int) -> list[FakeUser]:
 
 # ---- scenario: end-to-end throughput, zero generation delay ---------------------------------
 
-async def throughput(settings: Settings, *, users_n: int, accounts_override: bool,
+async def throughput(settings: Settings, *, users_n: int, accounts: bool,
                      name: str) -> dict[str, Any]:
     per_user = settings.videos_per_user
     jobs = users_n * per_user
-    async with world(settings, name, accounts_override=accounts_override,
+    async with world(settings, name, accounts=accounts,
                      welcome=10 * per_user) as w:
         w.kie.generation_delay_s = 0.0
         w.bot.spawn()
@@ -194,7 +195,7 @@ async def throughput(settings: Settings, *, users_n: int, accounts_override: boo
         cpu = CpuWindow(w.bot)
         pressed_at = await press_launch(users, confirms)
         # Bounded: even the single-account pacer (1.9/s) finishes 40 jobs in ~25 s.
-        limit_s = 30 + jobs / (1.5 if not accounts_override else 10)
+        limit_s = 30 + jobs / (1.5 if not accounts else 10)
         timed_out = False
         try:
             async with asyncio.timeout(limit_s):
@@ -221,7 +222,7 @@ async def throughput(settings: Settings, *, users_n: int, accounts_override: boo
             "tg_peak_sends_per_s": w.tg.peak_sends_per_second(),
             "peak_rss_mb": w.bot.peak_rss_mb(), "db_states": states,
             "fakes_loop_lag_p99_ms": w.lag.p99_ms(pressed_at, ended), **usage,
-            "accounts_override": accounts_override,
+            "accounts": accounts, "launcher": w.bot.launcher,
         }
 
 
@@ -232,7 +233,7 @@ async def hold_and_latency(settings: Settings) -> dict[str, Any]:
     users_n = settings.hold_users
     jobs = users_n * per_user
     out: dict[str, Any] = {"jobs": jobs, "hold_delay_s": settings.hold_delay_s}
-    async with world(settings, "hold", accounts_override=True, welcome=10 * per_user) as w:
+    async with world(settings, "hold", accounts=True, welcome=10 * per_user) as w:
         w.kie.generation_delay_s = settings.hold_delay_s
         w.bot.spawn()
         out["startup_s"] = await w.bot.wait_ready()
@@ -251,9 +252,8 @@ async def hold_and_latency(settings: Settings) -> dict[str, Any]:
         sampler = asyncio.create_task(sample(), name="hold-sampler")
         try:
             # Plateau: every job generating at KIE (bounded by the generation delay itself).
-            deadline = pressed_at + settings.hold_delay_s * 0.5
-            while time.monotonic() < deadline and (not held or held[-1][1] < jobs):
-                await asyncio.sleep(0.1)
+            await poll_until(lambda: bool(held) and held[-1][1] >= jobs,
+                             pressed_at + settings.hold_delay_s * 0.5 - time.monotonic(), 0.1)
             plateau_at = time.monotonic()
             out["time_to_hold_all_s"] = plateau_at - pressed_at if held and held[-1][1] >= jobs else None
             out["create_rate"] = _rate(w.kie.create_times)
@@ -288,6 +288,7 @@ async def hold_and_latency(settings: Settings) -> dict[str, Any]:
         out["tg_429"] = w.tg.too_many_requests
         out["tg_errors"] = dict(w.tg.errors)
         out["fakes_loop_lag_p99_ms_hold"] = w.lag.p99_ms(plateau_at, end)
+        out["launcher"] = w.bot.launcher
     return out
 
 
@@ -329,9 +330,7 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
         pushed["message"] += 1
     push_span = time.monotonic() - started
     # The pushes above record their time *after* pushing; the difference is sub-microsecond.
-    answered_by = time.monotonic() + 10.0
-    while len(tg.latencies) < total and time.monotonic() < answered_by:
-        await asyncio.sleep(0.05)
+    await poll_until(lambda: len(tg.latencies) >= total, 10.0)
     ended = time.monotonic()
     lat = [v for _, v in tg.latencies]
     by_kind = {kind: [v for k, v in tg.latencies if k == kind] for kind in ("message", "callback")}
@@ -353,7 +352,7 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
 async def resume(settings: Settings) -> dict[str, Any]:
     n = settings.resume_jobs
     per_user = 5
-    async with world(settings, "resume", accounts_override=False, welcome=50) as w:
+    async with world(settings, "resume", accounts=True, welcome=50) as w:
         # Tasks stay "generating" for the whole measurement: only the first poll is measured.
         w.kie.generation_delay_s = max(settings.hold_delay_s, 60.0)
         w.bot.write_config()
@@ -386,7 +385,7 @@ async def resume(settings: Settings) -> dict[str, Any]:
             "spawn_to_first_request_s": (first_req - spawned) if first_req else None,
             "pacer_bound_s": n / (settings.keys * 9),
             "kie_429": sum(w.kie.rate_limited.values()),
-            "peak_rss_mb": w.bot.peak_rss_mb(),
+            "peak_rss_mb": w.bot.peak_rss_mb(), "launcher": w.bot.launcher,
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -17,8 +18,10 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from neurocards.bot.activity import ActivityMiddleware
+from neurocards.bot.billing import announce_referral_bonus
 from neurocards.bot.fsm_storage import SQLiteStorage
-from neurocards.bot.handlers import admin, create, menu
+from neurocards.bot.handlers import admin, create, menu, payments, profile
 from neurocards.bot.middlewares import (
     ServicesMiddleware,
     ThrottlingMiddleware,
@@ -33,6 +36,7 @@ from neurocards.jobs.engine import Engine
 from neurocards.jobs.orders import Orders
 from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
+from neurocards.metrics import Metrics, OpsServer, engine_health, pool_states
 from neurocards.providers.base import VideoProvider
 from neurocards.providers.kie_callbacks import CallbackServer
 from neurocards.proxies import (
@@ -42,8 +46,10 @@ from neurocards.proxies import (
     RotatingProxyTransport,
     load_proxies,
 )
+from neurocards.store.backup import AlreadyRunning, RunLock, backup_database_async
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobStore
+from neurocards.store.prompt_cache import PromptCache
 from neurocards.store.users import ProductStore, UserStore
 
 log = logging.getLogger("neurocards")
@@ -117,6 +123,10 @@ class Application:
     async def start(self) -> None:
         cfg = self.config
         cfg.storage.dir.mkdir(parents=True, exist_ok=True)
+        try:  # one bot per database: a second copy would deliver every video twice
+            self.run_lock: RunLock | None = RunLock(cfg.storage.dir / "neurocards.lock").acquire()
+        except AlreadyRunning:
+            raise ConfigError(f"another neurocards process is already running on {cfg.storage.dir}") from None
         await asyncio.to_thread(sweep_storage, cfg)
         self.db = await Database.open(cfg.storage.database)
         self.templates = TemplateCatalog.load(cfg.generation.prompts_file)
@@ -139,23 +149,36 @@ class Application:
         self.notifier = TelegramNotifier(
             self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
             max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024)
-        from neurocards.store.prompt_cache import PromptCache  # local only to keep the edit small
-        self.prompts = PromptBuilder(cfg.openai, cache=PromptCache(self.db))
+        # OpenAI is often reachable only through the proxies; the app owns (and closes) this client.
+        self.openai_http = (httpx.AsyncClient(transport=self.api_transport, timeout=cfg.openai.timeout_s)
+                            if self.api_transport is not None and cfg.openai.api_key else None)
+        self.prompts = PromptBuilder(cfg.openai, cache=PromptCache(self.db), http_client=self.openai_http)
         self.alerts = Alerts(self.notifier)
+        self.metrics = Metrics(
+            kie_key_states=getattr(self.kie, "key_states", None),
+            proxy_states=pool_states({k: p for k, p in (("telegram", telegram_pool), ("api", api_pool)) if p}))
         self.engine = Engine(
             config=cfg, jobs=self.jobs, users=self.users, products=self.products, chain=self.chain,
-            notifier=self.notifier, templates=self.templates, prompts=self.prompts, alerts=self.alerts)
+            notifier=self.notifier, templates=self.templates, prompts=self.prompts, alerts=self.alerts,
+            metrics=self.metrics)
         self.balance_watch = BalanceWatch(self.kie, self.alerts, cfg.kie.low_balance_alert)
-        self.orders = Orders(cfg, self.jobs, self.templates, self.chain, on_new_jobs=self.engine.wake)
+        self.orders = Orders(cfg, self.jobs, self.templates, self.chain, on_new_jobs=self.engine.wake,
+                             metrics=self.metrics)
         services = Services(config=cfg, db=self.db, users=self.users, products=self.products, jobs=self.jobs,
                             orders=self.orders, templates=self.templates,
-                            key_states=getattr(self.kie, "key_states", None))
+                            key_states=getattr(self.kie, "key_states", None),
+                            on_referral_bonus=functools.partial(announce_referral_bonus, self.bot))
         self.dp = Dispatcher(storage=SQLiteStorage(self.db))
         for observer in (self.dp.message, self.dp.callback_query):
             observer.outer_middleware(ThrottlingMiddleware(cfg.telegram.user_rate_per_s, cfg.telegram.user_burst))
             observer.outer_middleware(ServicesMiddleware(services))
             observer.outer_middleware(UserTrackingMiddleware(services))
-        self.dp.include_routers(admin.make_router(cfg.telegram.admin_ids), menu.make_router(), create.make_router())
+            observer.outer_middleware(ActivityMiddleware(services))
+        # Never throttled or dropped: Telegram cancels the payment unless it is answered within 10 s.
+        self.dp.pre_checkout_query.outer_middleware(ServicesMiddleware(services))
+        self.dp.include_routers(admin.make_router(cfg.telegram.admin_ids), menu.make_router(),
+                                payments.make_router(cfg.telegram.admin_ids), profile.make_router(),
+                                create.make_router())
 
         self.callbacks: CallbackServer | None = None
         if cfg.kie.callback_url and self.kie is not None:
@@ -165,6 +188,13 @@ class Application:
             await self.callbacks.start()
 
         resumed = await self.engine.start()
+        self.metrics.bind_engine(lambda: self.engine.in_flight, lambda: self.engine.heartbeat)
+        self.ops: OpsServer | None = None
+        if cfg.ops.enabled:
+            host, _, port = cfg.ops.listen.rpartition(":")
+            self.ops = OpsServer(host, int(port), self.metrics, self._health,
+                                 before_scrape=lambda: self.metrics.refresh(self.db))
+            await self.ops.start()
         if resumed:
             await self.alerts.send("engine:resumed", f"neurocards перезапущен: продолжаю {resumed} незавершённых задач")
         self.scheduler = AsyncIOScheduler()
@@ -177,6 +207,10 @@ class Application:
                                    next_run_time=datetime.now())
         self.scheduler.add_job(sweep_storage, "interval", hours=24, args=[cfg], id="sweep",
                                max_instances=1, coalesce=True)
+        if cfg.ops.backup_interval_h > 0 and cfg.ops.backup_dir is not None:
+            self.scheduler.add_job(backup_database_async, "interval", hours=cfg.ops.backup_interval_h,
+                                   args=[cfg.storage.database, cfg.ops.backup_dir, cfg.ops.backup_keep],
+                                   id="backup", max_instances=1, coalesce=True)
         self.scheduler.start()
         self._polling = asyncio.create_task(
             self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False,
@@ -194,16 +228,30 @@ class Application:
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
         await self.engine.stop()
+        if self.ops is not None:
+            await self.ops.stop()
         if self.callbacks is not None:
             await self.callbacks.stop()
         await self.prompts.aclose()
+        if self.openai_http is not None:
+            await self.openai_http.aclose()
         for backend in self.chain.backends():
             await backend.aclose()
         if self.api_transport is not None:
             await self.api_transport.aclose()
         await self.bot.session.close()
         await self.db.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
         self._stopped.set()
+
+    def _health(self) -> tuple[bool, dict[str, object]]:
+        return engine_health(
+            polling_alive=self._polling is not None and not self._polling.done(),
+            heartbeat_age_s=self.metrics.heartbeat_age(),
+            max_age_s=self.config.ops.heartbeat_max_age_s,
+            in_flight=self.engine.in_flight)
 
     async def run_until_signal(self) -> None:
         await self.start()

@@ -38,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true")
         cmd.add_argument("--config", default="config.toml")
 
+    payments = sub.add_parser("payments", help="Telegram Stars payments")
+    payments_sub = payments.add_subparsers(dest="action", required=True)
+    refund = payments_sub.add_parser("refund", help="return the Stars of a payment and take back its credits")
+    refund.add_argument("user_id", type=int)
+    refund.add_argument("charge_id", help="telegram_payment_charge_id")
+    refund.add_argument("--config", default="config.toml")
+
+    backup = sub.add_parser("backup", help="online backup of the database (safe while the bot runs)")
+    backup.add_argument("--config", default="config.toml")
+    restore = sub.add_parser("restore", help="restore a backup (refused while the bot runs)")
+    restore.add_argument("file")
+    restore.add_argument("--config", default="config.toml")
+
     stats = sub.add_parser("stats", help="today and 7 days: users, videos, failures, credits")
     stats.add_argument("--json", action="store_true")
     stats.add_argument("--config", default="config.toml")
@@ -144,6 +157,80 @@ async def _credits(config: Config, args: argparse.Namespace) -> int:
         await db.close()
 
 
+async def _payments(config: Config, args: argparse.Namespace) -> int:
+    """Refunds need Telegram: a short-lived Bot with the configured token, API server and proxies."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    from neurocards.app import proxy_pools
+    from neurocards.bot.billing import star_refunder, tell_refunded
+    from neurocards.jobs.payments import CreditsSpent, Payments, RefundRefused
+    from neurocards.jobs.referrals import Referrals
+    from neurocards.proxies import RotatingProxySession
+    from neurocards.store.activity import ActivityStore
+    from neurocards.store.db import Database
+    from neurocards.store.payments import PaymentStore
+    from neurocards.store.referrals import ReferralStore
+    from neurocards.store.users import UserStore
+
+    api = TelegramAPIServer.from_base(config.telegram.api_base)
+    pool, _ = proxy_pools(config)
+    timeout = config.telegram.request_timeout_s
+    session = (RotatingProxySession(pool, api=api, timeout=timeout) if pool is not None
+               else AiohttpSession(api=api, timeout=timeout))
+    bot = Bot(config.telegram.token, session=session)
+    db = await Database.open(config.storage.database)
+    try:
+        payments = Payments(config, PaymentStore(db), UserStore(db), Referrals(config, ReferralStore(db)),
+                            ActivityStore(db))
+        try:
+            done = await payments.refund(args.user_id, args.charge_id, admin_id=None, refund_stars=star_refunder(bot))
+        except CreditsSpent as exc:
+            print(f"error: refused: credits already spent (balance {exc.balance} < {exc.credits});"
+                  ' set payments.refund_when_spent = "allow" to refund anyway', file=sys.stderr)
+            return 1
+        except RefundRefused as exc:
+            print(f"error: refused: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"user {args.user_id}: refunded {done.payment.stars} stars, -{done.removed} credits,"
+              f" balance {done.balance}")
+        await tell_refunded(bot, done)
+        return 0
+    finally:
+        await bot.session.close()
+        await db.close()
+
+
+def _backup_or_restore(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from neurocards.store.backup import (
+        BackupError,
+        RestoreRefused,
+        backup_database,
+        restore_database,
+    )
+
+    backup_dir = config.ops.backup_dir or config.storage.dir / "backups"
+    if args.command == "backup":
+        try:
+            path = backup_database(config.storage.database, backup_dir, config.ops.backup_keep)
+        except BackupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"backup written: {path}")
+        return 0
+    try:
+        set_aside = restore_database(Path(args.file), config.storage.database,
+                                     lock_path=config.storage.dir / "neurocards.lock")
+    except RestoreRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {args.file}" + (f"; the previous database was kept as {set_aside}" if set_aside else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -157,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_user(config, args))
     if args.command == "stats":
         return asyncio.run(_stats(config, args))
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(config, args)
+    if args.command == "payments":
+        return asyncio.run(_payments(config, args))
 
     from neurocards.app import Application
     from neurocards.logs import setup_logging

@@ -55,6 +55,16 @@ class KieConfig:
 
 
 @dataclass(frozen=True)
+class OpsConfig:
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"  # /metrics and /healthz; keep it on loopback
+    heartbeat_max_age_s: float = 60.0
+    backup_dir: Path | None = None
+    backup_keep: int = 7
+    backup_interval_h: float = 24.0  # 0: no scheduled backups
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """Per-user limits; 0 switches a limit off."""
 
@@ -140,6 +150,7 @@ class Config:
     generation: GenerationConfig
     network: NetworkConfig = field(default_factory=NetworkConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
     sandbox: bool = False
     payments: PaymentsConfig = field(default_factory=lambda: PaymentsConfig())
     referrals: ReferralsConfig = field(default_factory=lambda: ReferralsConfig())
@@ -409,8 +420,25 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         max_jobs_in_flight=_limit("max_jobs_in_flight", 10),
     )
     payments, referrals = _payments(raw)
+    ops_sec = _section(raw, "ops")
+    listen = _get(ops_sec, "ops", "listen", str, "127.0.0.1:9108")
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("config: ops.listen must look like 127.0.0.1:9108")
+    backup_keep = _get(ops_sec, "ops", "backup_keep", int, 7)
+    if backup_keep < 1:
+        raise ConfigError("config: ops.backup_keep must be at least 1")
+    ops = OpsConfig(
+        enabled=bool(_get(ops_sec, "ops", "enabled", bool, True)),
+        listen=listen,
+        heartbeat_max_age_s=float(_positive(_get(ops_sec, "ops", "heartbeat_max_age_s", (int, float), 60.0), "ops.heartbeat_max_age_s")),
+        backup_dir=rel(_get(ops_sec, "ops", "backup_dir", str, str(storage_dir / "backups"))),
+        backup_keep=backup_keep,
+        backup_interval_h=float(_get(ops_sec, "ops", "backup_interval_h", (int, float), 24.0)),
+    )
     return Config(
         path=cfg_path,
+        ops=ops,
         payments=payments,
         referrals=referrals,
         network=network,

@@ -7,6 +7,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from neurocards.bot import texts
+from neurocards.config import CreditPack
 from neurocards.jobs.templates import Template
 
 
@@ -40,8 +41,11 @@ def main_menu() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_CREATE, callback_data=MenuCb(action="create"))
     kb.button(text=texts.BTN_BALANCE, callback_data=MenuCb(action="balance"))
+    kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
+    kb.button(text=texts.BTN_MY_VIDEOS, callback_data=VideosCb(page=0))
+    kb.button(text=texts.BTN_CABINET, callback_data=ProfileCb(action="cabinet"))
     kb.button(text=texts.BTN_SUPPORT, callback_data=MenuCb(action="support"))
-    kb.adjust(1, 2)
+    kb.adjust(1, 2, 2, 1)
     return kb.as_markup()
 
 
@@ -92,6 +96,7 @@ def confirm(nonce: str) -> InlineKeyboardMarkup:
 
 def not_enough(nonce: str) -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
     kb.button(text=texts.BTN_EDIT, callback_data=ConfirmCb(action="edit", nonce=nonce))
     kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
     kb.adjust(1)
@@ -120,3 +125,74 @@ def failed_violation() -> InlineKeyboardMarkup:
     kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
     kb.adjust(1)
     return kb.as_markup()
+
+
+# ---- payments, cabinet, my videos -------------------------------------------
+class PayCb(CallbackData, prefix="pay"):
+    action: str  # list | buy
+    pack_id: str = ""
+
+
+class ProfileCb(CallbackData, prefix="pr"):
+    action: str  # cabinet
+
+
+class VideosCb(CallbackData, prefix="vp"):
+    page: int
+
+
+class ReplayCb(CallbackData, prefix="vr"):
+    job_id: int
+
+
+def topup_and_menu() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def packs(items: tuple[CreditPack, ...]) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for pack in items:
+        kb.button(text=texts.pack_button(pack.label, pack.stars), callback_data=PayCb(action="buy", pack_id=pack.id))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def after_payment() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_CREATE, callback_data=MenuCb(action="create"))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
+    return kb.as_markup()
+
+
+def cabinet() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
+    kb.button(text=texts.BTN_MY_VIDEOS, callback_data=VideosCb(page=0))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(2, 1)
+    return kb.as_markup()
+
+
+def videos(job_ids: list[tuple[int, int]], page: int, has_next: bool) -> InlineKeyboardMarkup:
+    """One "▶️ n" button per listed (number, job id), then ◀️/▶️ paging and the menu."""
+    rows = [[InlineKeyboardButton(text=texts.video_button(n), callback_data=ReplayCb(job_id=j).pack())
+             for n, j in job_ids]]
+    nav = []
+    if page > 0:
+        nav.append(InlineKeyboardButton(text=texts.BTN_PREV, callback_data=VideosCb(page=page - 1).pack()))
+    if has_next:
+        nav.append(InlineKeyboardButton(text=texts.BTN_NEXT, callback_data=VideosCb(page=page + 1).pack()))
+    if nav:
+        rows.append(nav)
+    rows.append([InlineKeyboardButton(text=texts.BTN_MENU, callback_data=MenuCb(action="home").pack())])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def no_videos() -> InlineKeyboardMarkup:
+    return after_payment()

@@ -44,7 +44,9 @@ class UserTrackingMiddleware(BaseMiddleware):
             language=tg_user.language_code,
             welcome_credits=self.services.config.credits.welcome,
         )
-        if user.is_banned:
+        # Stars already taken (a ban between pre-checkout and payment) must still be recorded.
+        paid = isinstance(event, Message) and event.successful_payment is not None
+        if user.is_banned and not paid:
             if isinstance(event, CallbackQuery):
                 await event.answer(texts.BANNED, show_alert=True)
             elif isinstance(event, Message):
@@ -76,7 +78,9 @@ class ThrottlingMiddleware(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         tg_user = getattr(event, "from_user", None)
-        if tg_user is None or self._allow(tg_user.id):
+        # A successful payment is never dropped: the Stars are already taken.
+        paid = isinstance(event, Message) and event.successful_payment is not None
+        if tg_user is None or paid or self._allow(tg_user.id):
             return await handler(event, data)
         if isinstance(event, CallbackQuery):
             await event.answer(texts.TOO_FAST)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from neurocards.config import Config
 from neurocards.jobs.orders import Orders
+from neurocards.jobs.payments import Payments
+from neurocards.jobs.referrals import BonusCallback, Referrals
 from neurocards.jobs.templates import TemplateCatalog
+from neurocards.store.activity import ActivityStore
 from neurocards.store.db import Database
+from neurocards.store.history import HistoryStore
 from neurocards.store.jobs import JobStore
+from neurocards.store.payments import PaymentStore
+from neurocards.store.referrals import ReferralStore
 from neurocards.store.users import ProductStore, UserStore
 
 
@@ -23,3 +30,22 @@ class Services:
     orders: Orders
     templates: TemplateCatalog
     key_states: Callable[[], list[dict]] | None = None
+    # Tells an inviter about their bonus; set by the application (it needs the Bot).
+    on_referral_bonus: BonusCallback | None = None
+
+    # Built on first use from the fields above, so no constructor call has to change.
+    @cached_property
+    def activity(self) -> ActivityStore:
+        return ActivityStore(self.db)
+
+    @cached_property
+    def history(self) -> HistoryStore:
+        return HistoryStore(self.db)
+
+    @cached_property
+    def referrals(self) -> Referrals:
+        return Referrals(self.config, ReferralStore(self.db), on_bonus=self.on_referral_bonus)
+
+    @cached_property
+    def payments(self) -> Payments:
+        return Payments(self.config, PaymentStore(self.db), self.users, self.referrals, self.activity)

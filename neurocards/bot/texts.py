@@ -272,3 +272,143 @@ PHOTO_PROBLEMS = {
     "too_small": "🔍 Фото слишком маленькое. Нужна картинка не меньше 256 пикселей по короткой стороне.",
     "too_large": "📦 Файл слишком большой (больше 20 МБ). Сожмите фото или отправьте его как фото, а не файлом.",
 }
+
+# ---- payments (Telegram Stars) ---------------------------------------------
+BTN_TOPUP = "💳 Пополнить"
+BTN_CABINET = "👤 Кабинет"
+BTN_MY_VIDEOS = "📂 Мои видео"
+BTN_PREV = "◀️"
+BTN_NEXT = "▶️"
+
+
+def pack_button(label: str, stars: int) -> str:
+    return f"{label} — {stars} ⭐"
+
+
+def packs_screen(balance: int, per_video: int) -> str:
+    return (
+        "💳 <b>Пополнение баланса</b>\n\n"
+        f"💰 Баланс: <b>{balance}</b> кр. Одно видео — {per_video} кр.\n"
+        "Оплата в Telegram Stars ⭐ — выберите пакет:"
+    )
+
+
+def invoice_description(credits: int, per_video: int) -> str:
+    videos = credits // per_video if per_video else 0
+    return f"{credits} кредитов на баланс — хватит на {videos} видео. Кредиты не сгорают."
+
+
+PACK_GONE = "Этот пакет больше не продаётся. Откройте «💳 Пополнить» и выберите заново."
+CHECKOUT_PROBLEMS = {
+    "banned": BANNED,
+    "unknown_pack": PACK_GONE,
+    "price_changed": "Цена пакета изменилась. Откройте «💳 Пополнить» и выберите пакет заново.",
+    "wrong_user": "Этот счёт выставлен другому пользователю. Откройте «💳 Пополнить» в своём чате с ботом.",
+    "currency": "Оплата принимается только в Telegram Stars ⭐.",
+}
+
+
+def payment_received(credits: int, balance: int) -> str:
+    return f"✅ Оплата получена, начислено <b>{credits}</b> кр.\n💰 Баланс: <b>{balance}</b> кр."
+
+
+def payment_duplicate(balance: int) -> str:
+    return f"Этот платёж уже зачислен ✅ Баланс: {balance} кр."
+
+
+PAYMENT_UNMATCHED = (
+    "⚠️ Оплата получена, но не удалось определить пакет. Напишите в /paysupport — мы всё исправим."
+)
+
+
+def paysupport(username: str) -> str:
+    contact = f"@{escape(username)}" if username else "нам в ответ на это сообщение"
+    return (
+        "💳 <b>Вопросы по оплате</b>\n\n"
+        f"Напишите {contact}: дату платежа, сумму в ⭐ и что пошло не так. "
+        "Если видео не получилось, кредиты возвращаются автоматически; "
+        "возврат Stars за неизрасходованные кредиты — по запросу."
+    )
+
+
+def terms(custom: str, per_video: int) -> str:
+    if custom:
+        return escape(custom)
+    return (
+        "📄 <b>Условия</b>\n\n"
+        "Кредиты покупаются за Telegram Stars ⭐ и тратятся на создание видео "
+        f"({per_video} кр. за видео). Если видео не удалось создать, кредиты возвращаются на баланс "
+        "автоматически. Stars за неизрасходованные кредиты можно вернуть по запросу в /paysupport. "
+        "Нельзя загружать фото с людьми, чужими логотипами и запрещённым содержимым. "
+        "Оплачивая, вы соглашаетесь с этими условиями."
+    )
+
+
+def payment_refunded(stars: int, removed: int, balance: int) -> str:
+    return f"↩️ Платёж на {stars} ⭐ возвращён, списано {removed} кр.\n💰 Баланс: {balance} кр."
+
+
+ADMIN_USAGE_REFUND = "Использование: /admin_refund &lt;user_id&gt; &lt;telegram_payment_charge_id&gt;"
+
+
+def admin_refund_done(user_id: int, stars: int, removed: int, credits: int, balance: int) -> str:
+    short = f" (из {credits}: остальное уже потрачено)" if removed < credits else ""
+    return (f"↩️ Пользователю {user_id} возвращено {stars} ⭐, списано {removed} кр.{short} "
+            f"Баланс: {balance} кр.")
+
+
+def admin_refund_refused(reason: str, *, balance: int = 0, credits: int = 0, detail: str = "") -> str:
+    reasons = {
+        "not_found": "платёж не найден у этого пользователя",
+        "already": "этот платёж уже возвращён",
+        "in_progress": "возврат этого платежа уже выполняется",
+        "spent": (f"кредиты уже потрачены (баланс {balance} из {credits}); чтобы возвращать в таких случаях, "
+                  'поставьте payments.refund_when_spent = "allow"'),
+        "telegram": f"Telegram отказал: {escape(detail)}",
+    }
+    return f"⛔ Возврат не выполнен: {reasons[reason]}."
+
+
+# ---- referrals, cabinet, my videos -------------------------------------------
+def referral_bonus(credits: int, balance: int) -> str:
+    return (f"🎉 Ваш приглашённый друг начал пользоваться ботом — вам начислено <b>{credits}</b> кр.\n"
+            f"💰 Баланс: {balance} кр.")
+
+
+def cabinet(*, balance: int, done: int, failed: int, payments: int, stars: int, link: str,
+            invited: int, earned: int, bonus: int, bonus_on: str) -> str:
+    when = "сделает первую оплату" if bonus_on == "first_payment" else "получит первое видео"
+    offer = f"За каждого друга, который {when}, вы получите {bonus} кр.\n" if bonus > 0 else ""
+    return (
+        "👤 <b>Кабинет</b>\n\n"
+        f"💰 Баланс: <b>{balance}</b> кр.\n"
+        f"🎬 Готовых видео: {done}\n"
+        f"❌ Не удалось (кредиты возвращены): {failed}\n"
+        f"💳 Оплат: {payments} ({stars} ⭐)\n\n"
+        "🤝 <b>Пригласите друзей</b>\n"
+        f"{offer}"
+        f"Ваша ссылка: {escape(link)}\n"
+        f"Приглашено: {invited}, получено бонусов: {earned} кр."
+    )
+
+
+def videos_page(lines: list[tuple[int, str, str]], total: int) -> str:
+    items = "\n".join(f"{n}. {escape(day)} — {escape(_short(description))}" for n, day, description in lines)
+    return f"📂 <b>Мои видео</b> (всего {total})\n\n{items}\n\nНажмите «▶️ номер», чтобы получить видео ещё раз."
+
+
+NO_VIDEOS = "📂 Здесь будут ваши готовые видео. Пока их нет — нажмите «🎬 Создать видео»."
+VIDEO_GONE = "Это видео больше недоступно."
+
+
+def video_button(number: int) -> str:
+    return f"▶️ {number}"
+
+
+def video_again_caption(day: str, description: str) -> str:
+    return f"📹 {escape(day)} — {escape(_short(description, 200))}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split()) or "без описания"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

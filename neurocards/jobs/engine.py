@@ -25,6 +25,7 @@ from neurocards.jobs.failures import Failure, FailureClass, classify, policy_for
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind, JobNotifier
 from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
+from neurocards.metrics import Metrics
 from neurocards.providers.base import (
     ErrorKind,
     ProviderError,
@@ -56,6 +57,7 @@ class Engine:
         templates: TemplateCatalog,
         prompts: PromptBuilder,
         alerts: Alerts | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.jobs = jobs
@@ -69,6 +71,7 @@ class Engine:
         self._upload_locks: dict[int, asyncio.Lock] = {}
         self._poll_wakeups: dict[str, asyncio.Event] = {}
         self.alerts = alerts or Alerts(notifier)
+        self.metrics = metrics or Metrics(process=False)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -250,6 +253,7 @@ class Engine:
                 if not status.result_urls:
                     err = ProviderError("task succeeded without a result URL", kind=ErrorKind.MALFORMED)
                     return await self._on_error(job, err, retry_state=JobState.SUBMITTING)
+                self.metrics.generation_finished(time.time() - submitted)
                 return await self.jobs.update(
                     job.id, result_url=status.result_urls[0], attempts=0, state=JobState.DOWNLOADING)
             if status.state is TaskState.FAILED:
@@ -306,11 +310,14 @@ class Engine:
         network_failures = 0
         while True:
             balance = await self.users.balance(job.user_id)
+            started = time.monotonic()
             try:
                 file_id = await self.notifier.deliver_video(job, path, balance,
                                                             simple=self.chain.get(job.provider).simple)
+                sent_s = time.monotonic() - started
                 break
             except DeliveryError as err:
+                self.metrics.telegram_send_error(err.kind.value)
                 if err.kind is DeliveryErrorKind.RETRY_AFTER:
                     await asyncio.sleep(err.retry_after or 1.0)
                     continue
@@ -327,6 +334,7 @@ class Engine:
             with contextlib.suppress(OSError):
                 path.unlink()
             done = await self.jobs.update(job.id, video_path=None, allow_finished=True)
+        self.metrics.job_delivered(None, sent_s)
         log.info("job %d user %d: delivered", job.id, job.user_id)
         return done
 
@@ -385,6 +393,7 @@ class Engine:
             }
             if retry_state is JobState.SUBMITTING:
                 changes["task_id"] = None
+            self.metrics.job_retry(failure.cls.value)
             notify = not job.retry_notified and failure.cls is not FailureClass.RATE_LIMIT
             if notify:
                 changes["retry_notified"] = 1
@@ -419,6 +428,7 @@ class Engine:
     async def _fail(self, job: Job, failure: Failure) -> Job:
         failed, refunded = await self.jobs.fail_and_refund(
             job.id, error_class=failure.cls.value, error_text=failure.text)
+        self.metrics.job_failed(failure.cls.value, failed.cost if refunded else 0)
         if refunded:
             balance = await self.users.balance(job.user_id)
             await self._quietly(self.notifier.job_failed(failed, failure, job.attempts + 1, balance))
@@ -426,6 +436,7 @@ class Engine:
 
     async def _fail_delivery(self, job: Job, text: str, *, notify: bool = True) -> Job:
         failed, refunded = await self.jobs.fail_and_refund(job.id, error_class="delivery", error_text=text)
+        self.metrics.job_failed("delivery", failed.cost if refunded else 0)
         if failed.video_path:
             with contextlib.suppress(OSError):
                 Path(failed.video_path).unlink()

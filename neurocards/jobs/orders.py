@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from neurocards.config import Config
 from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.templates import TemplateCatalog
+from neurocards.metrics import Metrics
 from neurocards.store.jobs import JobStore, NewJobs
 
 QUANTITIES = (1, 2, 3, 5)
@@ -47,8 +48,9 @@ class LimitReached(Exception):
 
 class Orders:
     def __init__(self, config: Config, jobs: JobStore, templates: TemplateCatalog, chain: ProviderChain,
-                 on_new_jobs: Callable[[], None] | None = None) -> None:
+                 on_new_jobs: Callable[[], None] | None = None, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics
         self.jobs = jobs
         self.templates = templates
         self.chain = chain
@@ -73,6 +75,8 @@ class Orders:
             template=template_id, wishes=wishes, provider=entry.name,
             model=self.chain.model_for(entry, template.model), count=count, cost_each=entry.cost,
         )
+        if self.metrics is not None:
+            self.metrics.credits_charged(entry.cost * len(created.job_ids))
         if self._on_new_jobs is not None:
             self._on_new_jobs()
         return created

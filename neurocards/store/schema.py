@@ -135,4 +135,157 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX admin_audit_user ON admin_audit(user_id, id);
     """,
+    # 4: payments for Telegram Stars, referrals, the activity log and dashboard views
+    """
+    CREATE TABLE payments (
+        id                          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id                     INTEGER NOT NULL REFERENCES users(id),
+        telegram_payment_charge_id  TEXT NOT NULL UNIQUE,   -- Telegram may repeat the update: credit once
+        provider_payment_charge_id  TEXT,
+        pack_id                     TEXT NOT NULL,
+        credits                     INTEGER NOT NULL,
+        stars                       INTEGER NOT NULL,
+        currency                    TEXT NOT NULL,
+        payload                     TEXT NOT NULL,
+        status                      TEXT NOT NULL DEFAULT 'paid',  -- paid | refunding | refunded
+        created_at                  REAL NOT NULL,
+        refund_started_at           REAL,
+        refunded_at                 REAL,
+        refunded_credits            INTEGER,
+        refunded_by                 INTEGER               -- admin id; NULL: the command line
+    );
+    CREATE INDEX payments_user ON payments(user_id, id);
+    CREATE INDEX payments_created ON payments(created_at);
+
+    -- Ledger rows point at what caused them, so the database itself keeps them unique.
+    ALTER TABLE credit_ledger ADD COLUMN payment_id INTEGER REFERENCES payments(id);
+    ALTER TABLE credit_ledger ADD COLUMN invited_user_id INTEGER;
+    CREATE UNIQUE INDEX ledger_payment_once ON credit_ledger(payment_id) WHERE reason = 'payment';
+    CREATE UNIQUE INDEX ledger_payment_refund_once ON credit_ledger(payment_id)
+        WHERE reason = 'payment_refund';
+    CREATE UNIQUE INDEX ledger_referral_once ON credit_ledger(invited_user_id) WHERE reason = 'referral';
+    CREATE TRIGGER ledger_payment_rows_need_payment BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason IN ('payment', 'payment_refund') AND NEW.payment_id IS NULL
+    BEGIN SELECT RAISE(ABORT, 'payment row without a payment'); END;
+    CREATE TRIGGER ledger_referral_needs_invited BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'referral' AND (NEW.invited_user_id IS NULL OR NEW.invited_user_id = NEW.user_id)
+    BEGIN SELECT RAISE(ABORT, 'referral bonus without another invited user'); END;
+
+    -- Referrals: a stable code per user; the referrer is set once and never to oneself.
+    ALTER TABLE users ADD COLUMN ref_code TEXT;
+    ALTER TABLE users ADD COLUMN referred_at REAL;
+    CREATE UNIQUE INDEX users_ref_code ON users(ref_code) WHERE ref_code IS NOT NULL;
+    CREATE INDEX users_referrer ON users(referrer_id) WHERE referrer_id IS NOT NULL;
+    CREATE TRIGGER users_referrer_fixed BEFORE UPDATE OF referrer_id ON users
+    WHEN OLD.referrer_id IS NOT NULL AND NEW.referrer_id IS NOT OLD.referrer_id
+    BEGIN SELECT RAISE(ABORT, 'referrer is set once'); END;
+    CREATE TRIGGER users_referrer_not_self BEFORE UPDATE OF referrer_id ON users
+    WHEN NEW.referrer_id = NEW.id
+    BEGIN SELECT RAISE(ABORT, 'a user cannot refer themselves'); END;
+
+    -- Analytics: one row per meaningful action (start, photo, button, payment...).
+    CREATE TABLE activity (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id  INTEGER,
+        at       REAL NOT NULL,
+        action   TEXT NOT NULL,   -- start | photo | text | command:<name> | button:<name> | invoice | payment | ...
+        detail   TEXT
+    );
+    CREATE INDEX activity_at ON activity(at);
+    CREATE INDEX activity_user ON activity(user_id, at);
+
+    -- Dashboard views (Metabase reads a copy of this file; see docs/metabase.md). Days are UTC.
+    -- Anything a user did: logged actions, plus jobs and payments (older than the activity log).
+    CREATE VIEW v_user_events AS
+        SELECT user_id, at FROM activity WHERE user_id IS NOT NULL
+        UNION ALL SELECT user_id, created_at FROM jobs
+        UNION ALL SELECT user_id, created_at FROM payments;
+
+    CREATE VIEW v_users_daily AS
+    WITH new AS (
+        SELECT date(first_seen, 'unixepoch') AS day, COUNT(*) AS n FROM users GROUP BY 1),
+    active AS (
+        SELECT date(at, 'unixepoch') AS day, COUNT(DISTINCT user_id) AS n FROM v_user_events GROUP BY 1),
+    days AS (SELECT day FROM new UNION SELECT day FROM active)
+    SELECT days.day,
+           COALESCE(new.n, 0) AS new_users,
+           COALESCE(active.n, 0) AS active_users,
+           SUM(COALESCE(new.n, 0)) OVER (ORDER BY days.day) AS total_users
+    FROM days LEFT JOIN new ON new.day = days.day LEFT JOIN active ON active.day = days.day;
+
+    CREATE VIEW v_jobs_daily AS
+    SELECT date(created_at, 'unixepoch') AS day,
+           COUNT(*) AS jobs,
+           SUM(state = 'done') AS done,
+           SUM(state = 'failed') AS failed,
+           SUM(state NOT IN ('done', 'failed')) AS in_progress,
+           ROUND(100.0 * SUM(state = 'done') / NULLIF(SUM(state IN ('done', 'failed')), 0), 1)
+               AS success_rate_pct,
+           ROUND(AVG(CASE WHEN state = 'done' THEN finished_at - COALESCE(started_at, created_at) END), 1)
+               AS avg_duration_s,
+           SUM(CASE WHEN state = 'done' THEN cost ELSE 0 END) AS credits_spent
+    FROM jobs GROUP BY 1;
+
+    CREATE VIEW v_revenue_daily AS
+    SELECT date(created_at, 'unixepoch') AS day,
+           pack_id,
+           COUNT(*) AS payments,
+           SUM(stars) AS stars,
+           SUM(credits) AS credits_sold,
+           SUM(status = 'refunded') AS refunds,
+           SUM(CASE WHEN status = 'refunded' THEN stars ELSE 0 END) AS stars_refunded,
+           SUM(CASE WHEN status = 'refunded' THEN 0 ELSE stars END) AS stars_net,
+           COUNT(DISTINCT user_id) AS payers
+    FROM payments GROUP BY 1, 2;
+
+    CREATE VIEW v_retention_weekly AS
+    WITH cohort AS (
+        SELECT id AS user_id, date(first_seen, 'unixepoch', 'weekday 0', '-6 days') AS week FROM users),
+    sizes AS (SELECT week, COUNT(*) AS n FROM cohort GROUP BY 1),
+    seen AS (
+        SELECT DISTINCT e.user_id, c.week,
+               CAST(ROUND((julianday(date(e.at, 'unixepoch', 'weekday 0', '-6 days'))
+                           - julianday(c.week)) / 7) AS INTEGER) AS week_n
+        FROM v_user_events e JOIN cohort c ON c.user_id = e.user_id)
+    SELECT seen.week AS cohort_week,          -- Monday of the week the users first came
+           sizes.n AS cohort_users,
+           seen.week_n AS weeks_later,
+           COUNT(*) AS active_users,
+           ROUND(100.0 * COUNT(*) / sizes.n, 1) AS retention_pct
+    FROM seen JOIN sizes ON sizes.week = seen.week
+    WHERE seen.week_n >= 0
+    GROUP BY seen.week, seen.week_n;
+
+    CREATE VIEW v_videos_per_user AS
+    SELECT u.id AS user_id, u.username, u.first_name,
+           datetime(u.first_seen, 'unixepoch') AS first_seen,
+           datetime(u.last_seen, 'unixepoch') AS last_seen,
+           u.balance,
+           (SELECT COUNT(*) FROM jobs j WHERE j.user_id = u.id AND j.state = 'done') AS videos,
+           (SELECT COUNT(*) FROM jobs j WHERE j.user_id = u.id AND j.state = 'failed') AS failed,
+           (SELECT COUNT(*) FROM payments p WHERE p.user_id = u.id AND p.status != 'refunded') AS payments,
+           (SELECT COALESCE(SUM(stars), 0) FROM payments p WHERE p.user_id = u.id AND p.status != 'refunded')
+               AS stars_paid,
+           u.referrer_id
+    FROM users u;
+
+    CREATE VIEW v_errors AS
+    SELECT error_class, error_text,
+           COUNT(*) AS jobs,
+           SUM(state = 'failed') AS failed_jobs,
+           COUNT(DISTINCT user_id) AS users,
+           datetime(MIN(created_at), 'unixepoch') AS first_at,
+           datetime(MAX(updated_at), 'unixepoch') AS last_at
+    FROM jobs WHERE error_class IS NOT NULL
+    GROUP BY error_class, error_text;
+
+    CREATE VIEW v_kie_usage AS
+    SELECT date(submitted_at, 'unixepoch') AS day, key_id, model,
+           COUNT(*) AS tasks,
+           SUM(state = 'done') AS done,
+           SUM(state = 'failed') AS failed,
+           ROUND(AVG(CASE WHEN state = 'done' THEN finished_at - submitted_at END), 1) AS avg_render_s
+    FROM jobs WHERE key_id IS NOT NULL AND submitted_at IS NOT NULL
+    GROUP BY 1, 2, 3;
+    """,
 ]

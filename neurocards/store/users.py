@@ -64,6 +64,8 @@ class LedgerRow:
     admin_id: int | None
     note: str | None
     created_at: float
+    payment_id: int | None = None  # reason payment / payment_refund
+    invited_user_id: int | None = None  # reason referral
 
 
 class LedgerConflict(Exception):
@@ -79,13 +81,15 @@ async def insert_ledger_row(
     job_id: int | None = None,
     admin_id: int | None = None,
     note: str | None = None,
+    payment_id: int | None = None,
+    invited_user_id: int | None = None,
 ) -> None:
     """Append a ledger row inside the caller's transaction; the trigger moves the balance."""
     try:
         await conn.execute(
-            "INSERT INTO credit_ledger (user_id, delta, reason, job_id, admin_id, note, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (user_id, delta, reason, job_id, admin_id, note, time.time()),
+            "INSERT INTO credit_ledger (user_id, delta, reason, job_id, admin_id, note, payment_id,"
+            " invited_user_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (user_id, delta, reason, job_id, admin_id, note, payment_id, invited_user_id, time.time()),
         )
     except sqlite3.IntegrityError as exc:
         raise LedgerConflict(str(exc)) from exc

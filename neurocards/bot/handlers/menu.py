@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import CommandStart
+from aiogram.filters import CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
@@ -20,8 +20,11 @@ async def _menu_text(svc: Services, user: User) -> str:
     return texts.menu(user.first_name, balance, svc.config.credits.per_video)
 
 
-async def start(message: Message, state: FSMContext, svc: Services, user: User, is_new_user: bool) -> None:
+async def start(message: Message, state: FSMContext, svc: Services, user: User, is_new_user: bool,
+                command: CommandObject | None = None) -> None:
     await state.clear()
+    # "/start ref_<code>" from an invite link; recorded only for a user new this very moment.
+    await svc.referrals.attach_from_start(user.id, command.args if command else None, is_new_user=is_new_user)
     if is_new_user and svc.config.credits.welcome > 0:
         await message.answer(texts.welcome_bonus(svc.config.credits.welcome))
     await message.answer(await _menu_text(svc, user), reply_markup=keyboards.main_menu())
@@ -36,7 +39,7 @@ async def home(query: CallbackQuery, state: FSMContext, svc: Services, user: Use
 async def balance(query: CallbackQuery, svc: Services, user: User) -> None:
     await query.answer()
     amount = await svc.users.balance(user.id)
-    await show(query, texts.balance(amount, svc.config.credits.per_video), keyboards.menu_only())
+    await show(query, texts.balance(amount, svc.config.credits.per_video), keyboards.topup_and_menu())
 
 
 async def support(query: CallbackQuery, svc: Services) -> None:
