@@ -151,5 +151,7 @@ def build_details(results: dict[str, Any]) -> str:
             f"- resume: first request from the new process {_num(res['spawn_to_first_request_s'], '.2f')} s "
             f"after spawn (imports, DB open); first→last first-poll {_num(res['first_to_last_poll_s'], '.2f')} s; "
             f"client pacing alone needs {res['pacer_bound_s']:.2f} s ({res['jobs']} polls / "
-            f"(keys × 9/s)); peak RSS {res['peak_rss_mb']:.0f} MB; KIE 429s {res['kie_429']}")
+            f"(keys × 9/s)); share of jobs polled by time since spawn {res.get('progress_s')}; "
+            f"peak RSS {res['peak_rss_mb']:.0f} MB; KIE 429s {res['kie_429']}; KIE requests "
+            f"{res.get('kie_endpoints')}")
     return "\n".join(out)

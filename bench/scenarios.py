@@ -386,6 +386,9 @@ async def resume(settings: Settings) -> dict[str, Any]:
             "pacer_bound_s": n / (settings.keys * 9),
             "kie_429": sum(w.kie.rate_limited.values()),
             "peak_rss_mb": w.bot.peak_rss_mb(), "launcher": w.bot.launcher,
+            "kie_endpoints": dict(w.kie.endpoint_counts),
+            "progress_s": {f"{q}%": round(polls[min(len(polls) - 1, len(polls) * q // 100)] - spawned, 2)
+                           for q in (10, 50, 90)} if polls else {},
         }
 
 

@@ -168,6 +168,13 @@ class Application:
                             orders=self.orders, templates=self.templates,
                             key_states=getattr(self.kie, "key_states", None),
                             on_referral_bonus=functools.partial(announce_referral_bonus, self.bot))
+        if cfg.referrals.bonus_on == "first_video" and cfg.referrals.bonus_credits > 0:
+            referrals = services.referrals
+
+            async def referral_on_first_video(user_id: int) -> None:
+                await referrals.on_video_delivered(user_id)
+
+            self.engine.delivery.on_delivered = referral_on_first_video
         self.dp = Dispatcher(storage=SQLiteStorage(self.db))
         for observer in (self.dp.message, self.dp.callback_query):
             observer.outer_middleware(ThrottlingMiddleware(cfg.telegram.user_rate_per_s, cfg.telegram.user_burst))

@@ -152,6 +152,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     sandbox: bool = False
+    # lambdas: the two classes are defined further down, next to their parsing.
     payments: PaymentsConfig = field(default_factory=lambda: PaymentsConfig())
     referrals: ReferralsConfig = field(default_factory=lambda: ReferralsConfig())
 

@@ -56,6 +56,9 @@ async def test_admin_adds_credits_looks_up_and_sees_stats(harness: Harness) -> N
     stats = await _command(admin, "/admin_stats", lambda m: "Сегодня" in m.text)
     assert "Видео доставлено: 1" in stats and "Списано: 10" in stats and "🔑" in stats
     await _command(admin, "/admin_user_info 424242", lambda m: "ещё не пользовался" in m.text)
+    for wrong in ("/admin_add_credits", "/admin_user_info x", "/admin_ban"):
+        usage = await _command(admin, wrong, lambda m: "Использование" in m.text)
+        assert "<user_id>" in usage
 
 
 async def test_ban_cancels_queued_jobs_with_refund_and_silences_the_user(harness: Harness) -> None:

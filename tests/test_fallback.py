@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.harness import Harness, launch, videos, walk_to_confirm
 
 
 async def test_kie_down_falls_over_to_sandbox_and_comes_back(harness: Harness) -> None:
     harness.overrides = {
-        "generation": {"providers": ["kie", "sandbox"], "fallback_failures": 2, "fallback_cooldown_s": 3},
+        "generation": {"providers": ["kie", "sandbox"], "fallback_failures": 2, "fallback_cooldown_s": 600},
         "credits": {"per_provider": {"sandbox": 4}, "welcome": 100},
     }
     await harness.start()
@@ -30,7 +28,10 @@ async def test_kie_down_falls_over_to_sandbox_and_comes_back(harness: Harness) -
     await user.click(confirm, "❌ Отмена")
 
     harness.kie._faults.clear()  # KIE is back
-    await asyncio.sleep(3.2)  # the cool-down passes: the next job probes KIE
+    assert harness.app is not None
+    kie_entry = harness.app.chain.primary
+    assert kie_entry.down_until > 0
+    kie_entry.down_until = 0.0  # the cool-down has passed: the next job probes KIE
     await launch(user)
     await harness.tg.wait_until(lambda: len(videos(user)) == 2, timeout=30)
     jobs = await harness.wait_jobs(lambda rows: len(rows) == 2 and all(r["state"] == "done" for r in rows))

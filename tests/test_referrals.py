@@ -139,3 +139,20 @@ async def test_first_video_mode_pays_on_delivery_not_on_payment(harness: Harness
         assert told == [first] and await users.balance(1) == 15
     finally:
         await db.close()
+
+
+async def test_first_video_bonus_reaches_the_inviter_end_to_end(harness: Harness) -> None:
+    from tests.harness import launch, videos
+
+    harness.overrides = {"referrals": {"bonus_on": "first_video", "bonus_credits": 15}}
+    await harness.start()
+    inviter = harness.tg.user(3031)
+    start_arg = await invite_code(inviter)
+    friend = harness.tg.user(3032)
+    await start(friend, start_arg)
+    for expected in (1, 2):
+        await launch(friend)
+        await harness.tg.wait_until(lambda expected=expected: len(videos(friend)) == expected)
+    await harness.wait_jobs(lambda rows: all(r["state"] == "done" for r in rows))
+    await harness.tg.wait_until(lambda: (30 + 15) == harness.balance(3031))
+    assert harness.ledger(3031) == [(30, "welcome"), (15, "referral")]  # once, not per video

@@ -195,9 +195,9 @@ VIOLATION_REASONS = {
 }
 
 # ---- admin ------------------------------------------------------------------
-ADMIN_USAGE_ADD = "Использование: /admin_add_credits <user_id> <amount> [причина]"
-ADMIN_USAGE_INFO = "Использование: /admin_user_info <user_id>"
-ADMIN_USAGE_BAN = "Использование: /admin_ban <user_id> или /admin_unban <user_id>"
+ADMIN_USAGE_ADD = "Использование: /admin_add_credits &lt;user_id&gt; &lt;amount&gt; [причина]"
+ADMIN_USAGE_INFO = "Использование: /admin_user_info &lt;user_id&gt;"
+ADMIN_USAGE_BAN = "Использование: /admin_ban &lt;user_id&gt; или /admin_unban &lt;user_id&gt;"
 
 
 def admin_credits_changed(user_id: int, amount: int, balance: int) -> str:

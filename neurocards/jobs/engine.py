@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 from neurocards.config import Config
 from neurocards.jobs.alerts import Alerts
 from neurocards.jobs.chain import ProviderChain
-from neurocards.jobs.failures import Failure, FailureClass, classify, policy_for
-from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind, JobNotifier
+from neurocards.jobs.delivery import Delivery
+from neurocards.jobs.failures import Failure, FailureClass, classify, jittered, policy_for
+from neurocards.jobs.notifier import JobNotifier, quietly
 from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics
@@ -34,7 +34,6 @@ from neurocards.providers.base import (
     VideoRequest,
 )
 from neurocards.providers.kie_callbacks import callback_url
-from neurocards.providers.video_tools import compress_to_fit
 from neurocards.store.jobs import TERMINAL, Job, JobFinished, JobState, JobStore
 from neurocards.store.users import ProductStore, UserStore
 
@@ -72,6 +71,8 @@ class Engine:
         self._poll_wakeups: dict[str, asyncio.Event] = {}
         self.alerts = alerts or Alerts(notifier)
         self.metrics = metrics or Metrics(process=False)
+        self.delivery = Delivery(config=config, jobs=jobs, users=users, notifier=notifier, chain=chain,
+                                 metrics=self.metrics)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -154,7 +155,7 @@ class Engine:
             JobState.SUBMITTING: self._submit,
             JobState.GENERATING: self._await_result,
             JobState.DOWNLOADING: self._download,
-            JobState.SENDING: self._send,
+            JobState.SENDING: self.delivery.send,
         }
         if job.started_at is None:
             job = await self.jobs.update(job.id, started_at=time.time())
@@ -291,53 +292,6 @@ class Engine:
         return await self.jobs.update(
             job.id, video_path=str(dest), attempts=0, state=JobState.SENDING, event=f"downloaded {size} bytes")
 
-    async def _send(self, job: Job) -> Job | None:
-        path = Path(job.video_path) if job.video_path else None
-        if (path is None or not path.exists()) and not job.video_file_id:
-            if job.result_url:  # the file vanished (swept, disk trouble): fetch it again
-                return await self.jobs.update(job.id, video_path=None, state=JobState.DOWNLOADING)
-            return await self._fail_delivery(job, "video file missing")
-        limit = self.config.telegram.max_upload_mb * 1024 * 1024
-        if path is not None and not job.video_file_id and path.stat().st_size > limit:
-            smaller = path.with_name(f"{job.id}.small.mp4")
-            size = await compress_to_fit(path, smaller, limit)
-            if size is None:
-                return await self._fail_delivery(job, f"video of {path.stat().st_size} bytes cannot fit {limit}")
-            path.unlink(missing_ok=True)
-            job = await self.jobs.update(job.id, video_path=str(smaller), event=f"compressed to {size} bytes")
-            path = smaller
-        delays = self.config.generation.retry.delivery_delays_s
-        network_failures = 0
-        while True:
-            balance = await self.users.balance(job.user_id)
-            started = time.monotonic()
-            try:
-                file_id = await self.notifier.deliver_video(job, path, balance,
-                                                            simple=self.chain.get(job.provider).simple)
-                sent_s = time.monotonic() - started
-                break
-            except DeliveryError as err:
-                self.metrics.telegram_send_error(err.kind.value)
-                if err.kind is DeliveryErrorKind.RETRY_AFTER:
-                    await asyncio.sleep(err.retry_after or 1.0)
-                    continue
-                if err.kind is DeliveryErrorKind.NETWORK and network_failures < len(delays):
-                    await asyncio.sleep(self._jittered(delays[network_failures]))
-                    network_failures += 1
-                    continue
-                log.warning("job %d: delivery failed (%s): %s", job.id, err.kind, err.message)
-                return await self._fail_delivery(job, f"{err.kind}: {err.message}",
-                                                 notify=err.kind is not DeliveryErrorKind.FORBIDDEN)
-        done = await self.jobs.update(
-            job.id, video_file_id=file_id, state=JobState.DONE, finished_at=time.time(), event="delivered")
-        if path is not None:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            done = await self.jobs.update(job.id, video_path=None, allow_finished=True)
-        self.metrics.job_delivered(None, sent_s)
-        log.info("job %d user %d: delivered", job.id, job.user_id)
-        return done
-
     # ---- periodic work ------------------------------------------------------
 
     async def notify_long_waits(self) -> int:
@@ -353,14 +307,13 @@ class Engine:
             by_chat.setdefault(job.chat_id, job)
         for job in by_chat.values():
             remaining = max(average - (now - (job.started_at or job.created_at)), 0.3 * average, 60.0)
-            await self._quietly(self.notifier.job_waiting(job, max(1, math.ceil(remaining / 60))))
+            await quietly(self.notifier.job_waiting(job, max(1, math.ceil(remaining / 60))))
         return len(by_chat)
 
     # ---- failures ----------------------------------------------------------
 
     def _jittered(self, delay: float) -> float:
-        jitter = self.config.generation.retry.jitter
-        return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+        return jittered(delay, self.config.generation.retry.jitter)
 
     async def _on_error(self, job: Job, err: ProviderError, *, retry_state: JobState) -> Job | None:
         failure = classify(err)
@@ -400,7 +353,7 @@ class Engine:
             updated = await self.jobs.update(
                 job.id, event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}", **changes)
             if notify:
-                await self._quietly(self.notifier.job_retrying(updated, failure))
+                await quietly(self.notifier.job_retrying(updated, failure))
             return None  # the slot is free; the dispatcher picks the job up at run_after
         if policy.alert_admins:
             await self.alerts.send(f"{failure.cls}:{failure.code}",
@@ -431,23 +384,5 @@ class Engine:
         self.metrics.job_failed(failure.cls.value, failed.cost if refunded else 0)
         if refunded:
             balance = await self.users.balance(job.user_id)
-            await self._quietly(self.notifier.job_failed(failed, failure, job.attempts + 1, balance))
+            await quietly(self.notifier.job_failed(failed, failure, job.attempts + 1, balance))
         return failed
-
-    async def _fail_delivery(self, job: Job, text: str, *, notify: bool = True) -> Job:
-        failed, refunded = await self.jobs.fail_and_refund(job.id, error_class="delivery", error_text=text)
-        self.metrics.job_failed("delivery", failed.cost if refunded else 0)
-        if failed.video_path:
-            with contextlib.suppress(OSError):
-                Path(failed.video_path).unlink()
-        if refunded and notify:
-            balance = await self.users.balance(job.user_id)
-            await self._quietly(self.notifier.delivery_failed(failed, balance))
-        return failed
-
-    async def _quietly(self, call: Awaitable[None]) -> None:
-        """A message about a job must never break the job itself."""
-        try:
-            await call
-        except Exception as exc:
-            log.warning("notification failed: %s", exc)

@@ -7,6 +7,7 @@ violations hidden behind a 422 or 500) come before broad status codes.
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -113,6 +114,11 @@ class RetryPolicy:
     @property
     def retries(self) -> bool:
         return bool(self.delays_s)
+
+
+def jittered(delay: float, jitter: float) -> float:
+    """Spread retries so that jobs failing together do not come back together."""
+    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
 
 
 def policy_for(failure: FailureClass, retry: RetryConfig) -> RetryPolicy:

@@ -5,12 +5,16 @@ The bot layer implements `JobNotifier`; texts and buttons live there.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from neurocards.jobs.failures import Failure
 from neurocards.store.jobs import Job
+
+log = logging.getLogger("neurocards.notify")
 
 
 class DeliveryErrorKind(StrEnum):
@@ -46,3 +50,11 @@ class JobNotifier(Protocol):
     async def job_waiting(self, job: Job, eta_minutes: int) -> None: ...
 
     async def alert_admins(self, text: str) -> None: ...
+
+
+async def quietly(call: Awaitable[None]) -> None:
+    """A message about a job must never break the job itself."""
+    try:
+        await call
+    except Exception as exc:
+        log.warning("notification failed: %s", exc)
