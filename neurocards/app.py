@@ -30,7 +30,7 @@ from neurocards.bot.middlewares import (
 from neurocards.bot.notifier import TelegramNotifier
 from neurocards.bot.services import Services
 from neurocards.config import Config, ConfigError
-from neurocards.jobs.alerts import Alerts, BalanceWatch
+from neurocards.jobs.alerts import Alerts, BalanceWatch, Watchdog
 from neurocards.jobs.chain import ChainEntry, ProviderChain
 from neurocards.jobs.engine import Engine
 from neurocards.jobs.orders import Orders
@@ -213,6 +213,11 @@ class Application:
                                    id="kie-balance", max_instances=1, coalesce=True,
                                    next_run_time=datetime.now())
         self.scheduler.add_job(sweep_storage, "interval", hours=24, args=[cfg], id="sweep",
+                               max_instances=1, coalesce=True)
+        self.watchdog = Watchdog(self.db, self.alerts, failure_rate=cfg.ops.failure_rate_alert,
+                                 min_jobs=cfg.ops.failure_rate_min_jobs, heartbeat_age=self.metrics.heartbeat_age,
+                                 max_heartbeat_age_s=cfg.ops.heartbeat_max_age_s)
+        self.scheduler.add_job(self.watchdog.check, "interval", seconds=60, id="watchdog",
                                max_instances=1, coalesce=True)
         if cfg.ops.backup_interval_h > 0 and cfg.ops.backup_dir is not None:
             self.scheduler.add_job(backup_database_async, "interval", hours=cfg.ops.backup_interval_h,

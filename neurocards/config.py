@@ -62,6 +62,8 @@ class OpsConfig:
     backup_dir: Path | None = None
     backup_keep: int = 7
     backup_interval_h: float = 24.0  # 0: no scheduled backups
+    failure_rate_alert: float = 0.5  # share of failed videos over 15 min that alerts the admins (0: off)
+    failure_rate_min_jobs: int = 10
 
 
 @dataclass(frozen=True)
@@ -436,6 +438,8 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         backup_dir=rel(_get(ops_sec, "ops", "backup_dir", str, str(storage_dir / "backups"))),
         backup_keep=backup_keep,
         backup_interval_h=float(_get(ops_sec, "ops", "backup_interval_h", (int, float), 24.0)),
+        failure_rate_alert=float(_get(ops_sec, "ops", "failure_rate_alert", (int, float), 0.5)),
+        failure_rate_min_jobs=int(_positive(_get(ops_sec, "ops", "failure_rate_min_jobs", int, 10), "ops.failure_rate_min_jobs")),
     )
     return Config(
         path=cfg_path,

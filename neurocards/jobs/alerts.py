@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from neurocards.store.db import Database
+
 log = logging.getLogger("neurocards.alerts")
 
 
@@ -69,3 +71,35 @@ class BalanceWatch:
         else:
             self.alerts.reset("kie:low_balance")
         return balance
+
+
+class Watchdog:
+    """Tells the admins when things go wrong quietly: many failures lately, or a stalled engine."""
+
+    WINDOW_S = 15 * 60
+
+    def __init__(self, db: Database, alerts: Alerts, *, failure_rate: float, min_jobs: int,
+                 heartbeat_age: Callable[[], float], max_heartbeat_age_s: float) -> None:
+        self.db = db
+        self.alerts = alerts
+        self.failure_rate = failure_rate
+        self.min_jobs = min_jobs
+        self.heartbeat_age = heartbeat_age
+        self.max_heartbeat_age_s = max_heartbeat_age_s
+
+    async def check(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        age = self.heartbeat_age()
+        if age > self.max_heartbeat_age_s:
+            await self.alerts.send("engine:stalled", f"Движок генерации не отвечает уже {age:.0f} с. "
+                                   "Проверьте процесс (journalctl -u neurocards).")
+        # A seller's own bad photo is not an outage; everything else that failed counts.
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS total, SUM(state = 'failed' AND COALESCE(error_class, '') NOT IN"
+            " ('user_violation', 'cancelled')) AS failed FROM jobs"
+            " WHERE finished_at >= ? AND state IN ('done', 'failed')", (now - self.WINDOW_S,))
+        total = int(row["total"] or 0) if row else 0
+        failed = int(row["failed"] or 0) if row else 0
+        if self.failure_rate > 0 and total >= self.min_jobs and failed / total >= self.failure_rate:
+            await self.alerts.send("jobs:failure_rate", f"За 15 минут не удались {failed} из {total} видео "
+                                   f"({failed / total:.0%}). Кредиты возвращены; проверьте KIE и /admin_stats.")
