@@ -250,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_payments(config, args))
 
     from neurocards.app import Application
-    from neurocards.logs import setup_logging
+    from neurocards.logs import setup_logging, setup_sentry
 
     setup_logging(config)
+    setup_sentry(config)
     try:
         asyncio.run(Application(config).run_until_signal())
     except ConfigError as exc:

@@ -64,6 +64,7 @@ class OpsConfig:
     backup_interval_h: float = 24.0  # 0: no scheduled backups
     failure_rate_alert: float = 0.5  # share of failed videos over 15 min that alerts the admins (0: off)
     failure_rate_min_jobs: int = 10
+    sentry_dsn: str = ""
 
 
 @dataclass(frozen=True)
@@ -440,6 +441,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         backup_interval_h=float(_get(ops_sec, "ops", "backup_interval_h", (int, float), 24.0)),
         failure_rate_alert=float(_get(ops_sec, "ops", "failure_rate_alert", (int, float), 0.5)),
         failure_rate_min_jobs=int(_positive(_get(ops_sec, "ops", "failure_rate_min_jobs", int, 10), "ops.failure_rate_min_jobs")),
+        sentry_dsn=env.get("NEUROCARDS_SENTRY_DSN") or _get(ops_sec, "ops", "sentry_dsn", str, ""),
     )
     return Config(
         path=cfg_path,

@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 from neurocards.config import Config
 
@@ -17,6 +18,19 @@ class RedactSecrets(logging.Filter):
         super().__init__()
         values = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def scrub_text(self, text: str) -> str:
+        return self._pattern.sub("***", text) if self._pattern is not None else text
+
+    def scrub_obj(self, value: Any) -> Any:
+        """Mask secrets anywhere in a JSON-like structure (a Sentry event)."""
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if isinstance(value, dict):
+            return {k: self.scrub_obj(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub_obj(v) for v in value]
+        return value
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._pattern is None:
@@ -48,3 +62,23 @@ def setup_logging(config: Config | None, level: int = logging.INFO) -> None:
     # httpx logs every request URL at INFO; too chatty for 1,000 polling jobs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def setup_sentry(config: Config) -> bool:
+    """Optional error reporting; every configured secret is masked in what is sent."""
+    dsn = config.ops.sentry_dsn
+    if not dsn:
+        return False
+    try:
+        import sentry_sdk
+    except ImportError:
+        logging.getLogger("neurocards").warning("ops.sentry_dsn is set but sentry-sdk is not installed "
+                                                "(pip install 'neurocards[sentry]')")
+        return False
+    redact = RedactSecrets(config_secrets(config))
+
+    def scrub(event: dict, hint: dict) -> dict:
+        return redact.scrub_obj(event)
+
+    sentry_sdk.init(dsn=dsn, before_send=scrub, send_default_pii=False, traces_sample_rate=0.0)
+    return True

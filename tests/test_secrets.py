@@ -24,3 +24,14 @@ async def test_logs_of_a_troubled_run_hold_no_secrets(harness: Harness) -> None:
     db_dump += "\n".join(str(tuple(r)) for r in harness.query("SELECT * FROM jobs"))
     assert KIE_KEY not in db_dump and TOKEN not in db_dump
     assert len(videos(user)) <= 1
+
+
+def test_sentry_events_are_scrubbed() -> None:
+    from neurocards.logs import RedactSecrets
+
+    redact = RedactSecrets([TOKEN, KIE_KEY])
+    event = {"exception": {"values": [{"value": f"POST /bot{TOKEN}/sendVideo failed"}]},
+             "extra": {"headers": ["Authorization: Bearer " + KIE_KEY], "n": 3}}
+    clean = redact.scrub_obj(event)
+    assert TOKEN not in str(clean) and KIE_KEY not in str(clean)
+    assert clean["extra"]["n"] == 3 and "sendVideo failed" in clean["exception"]["values"][0]["value"]
