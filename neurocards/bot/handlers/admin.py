@@ -37,6 +37,15 @@ def _int(value: str) -> int | None:
         return None
 
 
+async def _target_user(message: Message, command: CommandObject, usage: str) -> int | None:
+    """The user id argument, or None after telling the admin how to use the command."""
+    args = _args(command)
+    user_id = _int(args[0]) if args else None
+    if user_id is None:
+        await message.answer(usage)
+    return user_id
+
+
 async def add_credits_cmd(message: Message, command: CommandObject, svc: Services, bot: Bot) -> None:
     args = _args(command)
     user_id, amount = (_int(args[0]), _int(args[1])) if len(args) >= 2 else (None, None)
@@ -60,30 +69,24 @@ async def add_credits_cmd(message: Message, command: CommandObject, svc: Service
 
 
 async def user_info_cmd(message: Message, command: CommandObject, svc: Services) -> None:
-    args = _args(command)
-    user_id = _int(args[0]) if args else None
+    user_id = await _target_user(message, command, texts.ADMIN_USAGE_INFO)
     if user_id is None:
-        await message.answer(texts.ADMIN_USAGE_INFO)
         return
     report = await user_report(svc.db, user_id)
     await message.answer(texts.admin_user_report(report) if report else texts.admin_no_user(user_id))
 
 
 async def ban_cmd(message: Message, command: CommandObject, svc: Services) -> None:
-    args = _args(command)
-    user_id = _int(args[0]) if args else None
+    user_id = await _target_user(message, command, texts.ADMIN_USAGE_BAN)
     if user_id is None:
-        await message.answer(texts.ADMIN_USAGE_BAN)
         return
     result = await ban_user(svc.db, svc.users, svc.jobs, user_id, admin_id=message.from_user.id)  # type: ignore[union-attr]
     await message.answer(texts.admin_banned(user_id, result.changed, len(result.cancelled_jobs)))
 
 
 async def unban_cmd(message: Message, command: CommandObject, svc: Services) -> None:
-    args = _args(command)
-    user_id = _int(args[0]) if args else None
+    user_id = await _target_user(message, command, texts.ADMIN_USAGE_BAN)
     if user_id is None:
-        await message.answer(texts.ADMIN_USAGE_BAN)
         return
     changed = await unban_user(svc.db, svc.users, user_id, admin_id=message.from_user.id)  # type: ignore[union-attr]
     await message.answer(texts.admin_unbanned(user_id, changed))
