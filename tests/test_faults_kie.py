@@ -108,7 +108,9 @@ async def test_rate_limit_waits_on_its_own_schedule_without_scaring_the_user(har
 async def test_billing_moves_to_the_next_key(harness: Harness) -> None:
     second = "kie-test-key-0002"
     harness.kie.keys.add(second)
-    harness.overrides = {"kie": {"api_keys": [KIE_KEY, second]}}
+    harness.overrides = {"kie": {"api_keys": [KIE_KEY, second]}, "telegram": {"admin_ids": [900]}}
+    admin = harness.tg.user(900, "Admin")
+    await admin.send_text("/start")
     await harness.start()
     harness.kie.set_key_error(KIE_KEY, code=402, msg="The current credits are insufficient. Please top up.")
     user = harness.tg.user(3006)
@@ -118,6 +120,8 @@ async def test_billing_moves_to_the_next_key(harness: Harness) -> None:
     await _done(harness)
     assert all(t.key == second for t in harness.kie.tasks.values())
     assert harness.balance(3006) == 10
+    alert = await admin.wait_for_message(lambda m: "отключён" in m.text)
+    assert "осталось рабочих ключей: 1" in alert.text and KIE_KEY not in alert.text
 
 
 async def test_billing_with_no_key_left_refunds_and_alerts_admins(harness: Harness) -> None:

@@ -323,6 +323,8 @@ class Engine:
         rotate = getattr(backend, "disable_key", None)
         if failure.cls is FailureClass.BILLING and err.key_id and rotate is not None:
             rotate(err.key_id, failure.text)
+            await self.alerts.send(f"key:{err.key_id}", f"KIE: ключ {err.key_id} отключён ({failure.text[:200]}); "
+                                   f"осталось рабочих ключей: {self._keys_left(backend)}")
             if self._keys_left(backend) > 0:  # another key may pay: try it now, no attempt used
                 await self.jobs.update(job.id, state=retry_state, task_id=None if retry_state is JobState.SUBMITTING
                                        else job.task_id, event=f"billing on key {err.key_id}, next key")
