@@ -135,3 +135,15 @@ async def test_flooding_user_is_throttled(harness: Harness) -> None:
     await harness.tg.wait_until(lambda: len(user.messages) >= 3)
     await harness.tg.wait_until(lambda: not harness.tg.pending_updates, timeout=10)
     assert 3 <= len(user.messages) <= 5  # the burst is answered, the flood is not
+
+
+async def test_cli_credits_while_the_bot_runs(harness: Harness) -> None:
+    await harness.start()
+    user = await _start(harness, 6008)
+    cfg = str(harness.config_path)
+    added = run_cli("credits", "add", "6008", "25", "--reason", "извинение", "--config", cfg, cwd=harness.tmp)
+    assert added.returncode == 0, added.stderr
+    await user.click(None, "💰 Баланс")
+    await user.wait_for_message(lambda m: "Ваш баланс: 55" in m.text)
+    shown = json.loads(run_cli("credits", "show", "6008", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    assert shown["balance"] == 55 == shown["ledger_sum"]
