@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.harness import Harness, product_jpeg, videos, walk_to_confirm
+from tests.harness import Harness, launch, product_jpeg, videos, walk_to_confirm
 
 
 async def test_start_shows_menu_balance_and_welcome_once(harness: Harness) -> None:
@@ -139,3 +139,15 @@ async def test_old_buttons_change_nothing(harness: Harness) -> None:
     await harness.tg.wait_until(lambda: len(videos(user)) == 1)
     assert "синяя ваза" in next(iter(harness.kie.tasks.values())).body["prompt"]
     assert harness.balance(1007) == 20
+
+
+async def test_make_another_after_the_photo_expired_asks_for_a_new_photo(harness: Harness) -> None:
+    await harness.start()
+    user = harness.tg.user(1008)
+    await launch(user)
+    video = await harness.tg.wait_until(lambda: videos(user)[0] if videos(user) else None)
+    for photo in (harness.tmp / "storage" / "photos").iterdir():
+        photo.unlink()  # what the retention sweep does after storage.retention_days
+    answer = await user.wait_for_callback_answer(await user.click(video, "🔄 Сделать ещё с этим товаром"))
+    assert "Отправьте фото заново" in (answer.text or "")
+    assert harness.balance(1008) == 20 and len(harness.jobs(1008)) == 1

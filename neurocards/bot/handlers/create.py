@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+from pathlib import Path
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
@@ -73,7 +74,9 @@ async def got_description(message: Message, state: FSMContext, svc: Services) ->
 async def again(query: CallbackQuery, callback_data: AgainCb, state: FSMContext, svc: Services,
                 user: User) -> None:
     product = await svc.products.get(callback_data.product_id)
-    if product is None or product.user_id != user.id or not product.description:
+    # The photo is kept for storage.retention_days; after that the seller must send it again.
+    if product is None or product.user_id != user.id or not product.description \
+            or not Path(product.photo_path).exists():
         await query.answer(texts.PRODUCT_GONE, show_alert=True)
         return
     await query.answer()
