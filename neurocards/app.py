@@ -28,6 +28,7 @@ from neurocards.bot.middlewares import (
     UserTrackingMiddleware,
 )
 from neurocards.bot.notifier import TelegramNotifier
+from neurocards.bot.rate_limit import TelegramPacing
 from neurocards.bot.services import Services
 from neurocards.config import Config, ConfigError
 from neurocards.jobs.alerts import Alerts, BalanceWatch, Watchdog
@@ -144,6 +145,8 @@ class Application:
             RotatingProxySession(telegram_pool, api=api, timeout=cfg.telegram.request_timeout_s)
             if telegram_pool is not None
             else AiohttpSession(api=api, timeout=cfg.telegram.request_timeout_s))
+        session.middleware(TelegramPacing(cfg.telegram.send_per_s, cfg.telegram.chat_burst,
+                                          cfg.telegram.chat_period_s))
         self.bot = Bot(cfg.telegram.token, session=session,
                        default=DefaultBotProperties(parse_mode=ParseMode.HTML))
         self.notifier = TelegramNotifier(

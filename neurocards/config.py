@@ -31,6 +31,10 @@ class TelegramConfig:
     # Per-user flood protection: sustained updates per second and the burst allowed on top.
     user_rate_per_s: float = 3.0
     user_burst: int = 10
+    # Outgoing pacing: messages per second in total (0: off) and a burst per chat per period.
+    send_per_s: float = 30.0
+    chat_burst: int = 3
+    chat_period_s: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,9 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         polling_timeout_s=int(_get(tg, "telegram", "polling_timeout_s", int, 30)),
         user_rate_per_s=float(_positive(_get(tg, "telegram", "user_rate_per_s", (int, float), 3.0), "telegram.user_rate_per_s")),
         user_burst=int(_positive(_get(tg, "telegram", "user_burst", int, 10), "telegram.user_burst")),
+        send_per_s=float(_get(tg, "telegram", "send_per_s", (int, float), 30.0)),
+        chat_burst=int(_get(tg, "telegram", "chat_burst", int, 3)),
+        chat_period_s=float(_positive(_get(tg, "telegram", "chat_period_s", (int, float), 3.0), "telegram.chat_period_s")),
     )
 
     kie_sec = _section(raw, "kie")

@@ -39,7 +39,7 @@ def config_text(tg: FakeTelegram, kie: FakeKie, *, overrides: dict[str, dict[str
     sections: dict[str, dict[str, Any]] = {
         "telegram": {"token": TOKEN, "api_base": tg.base_url, "admin_ids": [], "support_username": "nc_help",
                      "polling_timeout_s": 1, "request_timeout_s": 10,
-                     "user_rate_per_s": 50, "user_burst": 50},
+                     "user_rate_per_s": 50, "user_burst": 50, "chat_burst": 50, "chat_period_s": 1},
         "kie": {"api_keys": [KIE_KEY], "base_url": kie.base_url, "upload_base_url": kie.base_url,
                 "model": "veo3_fast", "poll_interval_s": 0.05, "timeout_s": 30, "http_timeout_s": 5,
                 "low_balance_alert": 0},
