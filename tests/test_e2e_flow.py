@@ -151,3 +151,11 @@ async def test_make_another_after_the_photo_expired_asks_for_a_new_photo(harness
     answer = await user.wait_for_callback_answer(await user.click(video, "🔄 Сделать ещё с этим товаром"))
     assert "Отправьте фото заново" in (answer.text or "")
     assert harness.balance(1008) == 20 and len(harness.jobs(1008)) == 1
+
+
+async def test_a_flood_wait_on_a_dialogue_reply_is_sat_out(harness: Harness) -> None:
+    await harness.start()
+    user = harness.tg.user(1009)
+    harness.tg.fail_next("sendMessage", status=429, retry_after=1)
+    await user.send_text("/start")
+    await user.wait_for_message(lambda m: "Баланс" in m.text, timeout=10)
