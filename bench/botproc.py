@@ -25,7 +25,8 @@ BOT_SRC = ""  # set by --bot-src
 
 
 def bench_overrides(keys: list[str], *, max_parallel: int, poll_interval_s: float,
-                    welcome: int, accounts: bool) -> dict[str, dict[str, Any]]:
+                    welcome: int, accounts: bool,
+                    send_per_s: float | None = None) -> dict[str, dict[str, Any]]:
     """Production-like settings (config.toml defaults) except what the bench must change.
     ``accounts``: every key is its own KIE account (``[kie.accounts]``); otherwise all keys
     fall into the one "default" account, as with a plain ``api_keys`` list."""
@@ -42,6 +43,8 @@ def bench_overrides(keys: list[str], *, max_parallel: int, poll_interval_s: floa
                              "rate_limit_delays_s": [10, 20, 40], "jitter": 0.2,
                              "delivery_delays_s": [3, 10], "queue_notice_after_s": 300},
     }
+    if send_per_s is not None:  # the bot's own pacing of new messages (default 30/s; 0 = off)
+        overrides["telegram"]["send_per_s"] = send_per_s
     if accounts:
         overrides["kie.accounts"] = {f"acct{i}": [key] for i, key in enumerate(keys)}
     return overrides

@@ -48,9 +48,13 @@ class BenchTelegram(FakeTelegram):
         self.videos_done = asyncio.Event()
         self._chat_waiters: dict[int, asyncio.Event] = {}
         # latency probes: chat -> push times of /start messages; callback id -> push time
-        self.probe_messages: dict[int, deque[float]] = defaultdict(deque)
-        self.probe_callbacks: dict[str, float] = {}
+        # probes: chat -> (push time, update id) of /start messages; callback id -> the same
+        self.probe_messages: dict[int, deque[tuple[float, int]]] = defaultdict(deque)
+        self.probe_callbacks: dict[str, tuple[float, int]] = {}
+        self.delivered_at: dict[int, float] = {}  # update id -> when a getUpdates answer held it
         self.latencies: list[tuple[str, float]] = []
+        # (pushed at, kind, latency, of which waiting for the bot's getUpdates)
+        self.latency_log: list[tuple[float, str, float, float]] = []
         original = self.state.record_event
 
         def record_event(chat: Any, stored: Any) -> BotMessage:
@@ -89,6 +93,10 @@ class BenchTelegram(FakeTelegram):
             return
         if method in SEND_METHODS:
             self.sends_per_second[int(call.at)] += 1
+        if method == "getUpdates" and (self.probe_messages or self.probe_callbacks):
+            now = time.monotonic()
+            for update in call.result or ():
+                self.delivered_at.setdefault(update["update_id"], now)
         if method == "sendVideo":
             self.video_times.append(call.at)
             if self._video_target is not None and len(self.video_times) >= self._video_target:
@@ -96,11 +104,16 @@ class BenchTelegram(FakeTelegram):
         elif method == "sendMessage":
             queue = self.probe_messages.get(_int(call.params.get("chat_id")))
             if queue:
-                self.latencies.append(("message", call.at - queue.popleft()))
+                self._latency("message", *queue.popleft(), call.at)
         elif method == "answerCallbackQuery":
-            pushed = self.probe_callbacks.pop(str(call.params.get("callback_query_id")), None)
-            if pushed is not None:
-                self.latencies.append(("callback", call.at - pushed))
+            probe = self.probe_callbacks.pop(str(call.params.get("callback_query_id")), None)
+            if probe is not None:
+                self._latency("callback", *probe, call.at)
+
+    def _latency(self, kind: str, pushed: float, update_id: int, answered: float) -> None:
+        delivered = self.delivered_at.get(update_id, answered)
+        self.latencies.append((kind, answered - pushed))
+        self.latency_log.append((pushed, kind, answered - pushed, delivered - pushed))
 
     def expect_videos(self, count: int) -> None:
         self._video_target = count

@@ -34,12 +34,23 @@ def build_table(results: dict[str, Any], settings: Settings, quick: bool) -> str
         ok = tp["jobs_per_s"] >= GOAL_JOBS_PER_S and tp["delivered"] == tp["jobs"]
         rows.append((
             f"End-to-end throughput, 0 s generation delay, {tp['users']} users × "
-            f"{settings.videos_per_user} videos, {settings.keys} keys as {settings.keys} accounts*",
+            f"{settings.videos_per_user} videos, {settings.keys} keys as {settings.keys} accounts*, "
+            f"bot's default Telegram pacing",
             f"≥ {GOAL_JOBS_PER_S:.0f} jobs/s",
             f"{tp['jobs_per_s']:.1f} jobs/s ({tp['delivered']}/{tp['jobs']} videos in "
             f"{tp['elapsed_s']:.1f} s)", _verdict(ok)))
     elif tp is not None:
         rows.append(("End-to-end throughput", f"≥ {GOAL_JOBS_PER_S:.0f} jobs/s", f"ERROR: {tp}", "MISS"))
+
+    unpaced = results.get("throughput_unpaced")
+    if isinstance(unpaced, dict):
+        rows.append((
+            "Same with the bot's Telegram pacing off (`telegram.send_per_s = 0`; real Telegram "
+            "allows ~30 messages/s)", "info",
+            f"{unpaced['jobs_per_s']:.1f} jobs/s ({unpaced['delivered']}/{unpaced['jobs']} in "
+            f"{unpaced['elapsed_s']:.1f} s)", "—"))
+    elif unpaced is not None:
+        rows.append(("Throughput, pacing off", "info", f"ERROR: {unpaced}", "—"))
 
     single = results.get("throughput_stock")
     if isinstance(single, dict):
@@ -110,10 +121,12 @@ def build_table(results: dict[str, Any], settings: Settings, quick: bool) -> str
 
 def build_details(results: dict[str, Any]) -> str:
     out: list[str] = []
-    tp = results.get("throughput")
-    if isinstance(tp, dict):
+    for name in ("throughput", "throughput_unpaced"):
+        tp = results.get(name)
+        if not isinstance(tp, dict):
+            continue
         out.append(
-            f"- throughput: bot start {tp['startup_s']:.1f} s; {tp['users']} users walked to the "
+            f"- {name}: bot start {tp['startup_s']:.1f} s; {tp['users']} users walked to the "
             f"confirm screen in {tp['walk_s']:.1f} s; first video {_num(tp['first_video_s'], '.2f')} s "
             f"after the first launch press; createTask rate {tp['create_rate']:.1f}/s; bot CPU "
             f"{tp['bot_cpu_pct']:.0f} %, fakes CPU {tp['fakes_cpu_pct']:.0f} % of one core; fakes' loop "
@@ -142,9 +155,12 @@ def build_details(results: dict[str, Any]) -> str:
                 f"{lat['achieved_rate']:.0f}/s, answered {lat['answered']}; p50 {lat['p50_ms']:.1f}, "
                 f"p90 {lat['p90_ms']:.1f}, p99 {lat['p99_ms']:.1f}, max {lat['max_ms']:.1f} ms; p50 by kind "
                 f"{ {k: round(v, 1) for k, v in lat['p50_by_kind_ms'].items()} }, p99 by kind "
-                f"{ {k: round(v, 1) for k, v in lat['p99_by_kind_ms'].items()} }; bot CPU "
+                f"{ {k: round(v, 1) for k, v in lat['p99_by_kind_ms'].items()} }; of which waiting "
+                f"for the bot's next getUpdates p50 {_num(lat.get('to_delivery_p50_ms'))} / p99 "
+                f"{_num(lat.get('to_delivery_p99_ms'))} ms; bot CPU "
                 f"{lat['bot_cpu_pct']:.0f} %, fakes CPU {lat['fakes_cpu_pct']:.0f} %; fakes' loop lag "
-                f"p99 {lat['fakes_loop_lag_p99_ms']:.1f} ms")
+                f"p99 {lat['fakes_loop_lag_p99_ms']:.1f} ms; p99 per second of the test "
+                f"{lat.get('p99_per_second_ms')}")
     res = results.get("resume")
     if isinstance(res, dict):
         out.append(
@@ -153,5 +169,7 @@ def build_details(results: dict[str, Any]) -> str:
             f"client pacing alone needs {res['pacer_bound_s']:.2f} s ({res['jobs']} polls / "
             f"(keys × 9/s)); share of jobs polled by time since spawn {res.get('progress_s')}; "
             f"peak RSS {res['peak_rss_mb']:.0f} MB; KIE 429s {res['kie_429']}; KIE requests "
-            f"{res.get('kie_endpoints')}")
+            f"{res.get('kie_endpoints')}; bot CPU from spawn {res.get('bot_cpu_pct', 0):.0f} %, fakes "
+            f"{res.get('fakes_cpu_pct', 0):.0f} %; fakes' loop lag p99 "
+            f"{_num(res.get('fakes_loop_lag_p99_ms'))} ms")
     return "\n".join(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import resource
 import sqlite3
 import statistics
@@ -15,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neurocards.bot.keyboards import MenuCb
 from neurocards.providers.kie import key_id_for
 from neurocards.store.db import Database
 from tests.fakes.telegram import FakeUser
-from tests.fakes.telegram_state import BotMessage
+from tests.fakes.telegram_state import BotMessage, CallbackRecord
 from tests.harness import TOKEN, product_jpeg
 
 from .botproc import BotProcess, bench_overrides, poll_until
@@ -26,6 +28,8 @@ from .fakes import BenchKie, BenchTelegram
 
 PHOTO = product_jpeg()
 STEP_TIMEOUT_S = 60.0
+BALANCE_BUTTON = "💰 Баланс"
+MENU_BUTTON = "🏠 Меню"
 PACER_SHARE = 19 / 20  # the bot paces createTask at 19 per 10 s (one slot of head-room)
 
 
@@ -117,8 +121,8 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(settings: Settings, name: str, *, accounts: bool,
-                welcome: int) -> AsyncIterator[World]:
+async def world(settings: Settings, name: str, *, accounts: bool, welcome: int,
+                send_per_s: float | None = None) -> AsyncIterator[World]:
     keys = key_list(settings.keys)
     tg = BenchTelegram(TOKEN)
     kie = BenchKie(keys, {k: f"acct{i}" for i, k in enumerate(keys)},
@@ -128,7 +132,7 @@ async def world(settings: Settings, name: str, *, accounts: bool,
     tmp = settings.workdir / f"{name}-{uuid.uuid4().hex[:6]}"
     overrides = bench_overrides(keys, max_parallel=settings.max_parallel,
                                 poll_interval_s=settings.poll_interval_s, welcome=welcome,
-                                accounts=accounts)
+                                accounts=accounts, send_per_s=send_per_s)
     bot = BotProcess(tmp, tg, kie, overrides, accounts)
     lag = LoopLag()
     lag.start()
@@ -139,6 +143,19 @@ async def world(settings: Settings, name: str, *, accounts: bool,
         await lag.stop()
         await kie.stop()
         await tg.stop()
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Any:
+    """The fakes keep every call and message: by the measured phase this process holds hundreds
+    of thousands of objects and one full collection stalls the fake servers for 100+ ms. Freeze
+    what exists so collections only look at new objects."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 # ---- the conversation -------------------------------------------------------------------
@@ -180,30 +197,31 @@ def make_users(tg: BenchTelegram, count: int, base: int) -> list[FakeUser]:
 
 # ---- scenario: end-to-end throughput, zero generation delay ---------------------------------
 
-async def throughput(settings: Settings, *, users_n: int, accounts: bool,
-                     name: str) -> dict[str, Any]:
+async def throughput(settings: Settings, *, users_n: int, accounts: bool, name: str,
+                     send_per_s: float | None = None) -> dict[str, Any]:
     per_user = settings.videos_per_user
     jobs = users_n * per_user
-    async with world(settings, name, accounts=accounts,
-                     welcome=10 * per_user) as w:
+    async with world(settings, name, accounts=accounts, welcome=10 * per_user,
+                     send_per_s=send_per_s) as w:
         w.kie.generation_delay_s = 0.0
         w.bot.spawn()
         startup_s = await w.bot.wait_ready()
         users = make_users(w.tg, users_n, 100_000)
         confirms, walk_s = await walk_all(w, users, per_user)
         w.tg.expect_videos(jobs)
-        cpu = CpuWindow(w.bot)
-        pressed_at = await press_launch(users, confirms)
-        # Bounded: even the single-account pacer (1.9/s) finishes 40 jobs in ~25 s.
-        limit_s = 30 + jobs / (1.5 if not accounts else 10)
-        timed_out = False
-        try:
-            async with asyncio.timeout(limit_s):
-                await w.tg.videos_done.wait()
-        except TimeoutError:
-            timed_out = True
-        ended = time.monotonic()
-        usage = cpu.result()
+        with quiet_gc():
+            cpu = CpuWindow(w.bot)
+            pressed_at = await press_launch(users, confirms)
+            # Bounded: even the single-account pacer (1.9/s) finishes 40 jobs in ~25 s.
+            limit_s = 30 + jobs / (1.5 if not accounts else 10)
+            timed_out = False
+            try:
+                async with asyncio.timeout(limit_s):
+                    await w.tg.videos_done.wait()
+            except TimeoutError:
+                timed_out = True
+            ended = time.monotonic()
+            usage = cpu.result()
         delivered = len(w.tg.video_times)
         last = max(w.tg.video_times, default=ended)
         elapsed = last - pressed_at
@@ -222,7 +240,7 @@ async def throughput(settings: Settings, *, users_n: int, accounts: bool,
             "tg_peak_sends_per_s": w.tg.peak_sends_per_second(),
             "peak_rss_mb": w.bot.peak_rss_mb(), "db_states": states,
             "fakes_loop_lag_p99_ms": w.lag.p99_ms(pressed_at, ended), **usage,
-            "accounts": accounts, "launcher": w.bot.launcher,
+            "accounts": accounts, "launcher": w.bot.launcher, "send_per_s": send_per_s,
         }
 
 
@@ -238,7 +256,14 @@ async def hold_and_latency(settings: Settings) -> dict[str, Any]:
         w.bot.spawn()
         out["startup_s"] = await w.bot.wait_ready()
         users = make_users(w.tg, users_n, 200_000)
+        # Latency probes send at most ~1 update/s per user, well inside the bot's per-user flood
+        # limit (3/s): top up with extra users, greeted once now (a new user's /start gets two
+        # messages, which would confuse the matching of answers to updates).
+        extra = make_users(w.tg, max(0, int(settings.latency_rate) - users_n), 300_000)
+        await asyncio.gather(*(_greet(w.tg, u) for u in extra))
         confirms, out["walk_s"] = await walk_all(w, users, per_user)
+        gc_guard = contextlib.ExitStack()
+        gc_guard.enter_context(quiet_gc())
         pressed_at = await press_launch(users, confirms)
 
         held: list[tuple[float, int, int]] = []  # (at, jobs generating per DB, KIE in flight)
@@ -271,9 +296,10 @@ async def hold_and_latency(settings: Settings) -> dict[str, Any]:
             out["in_flight_at_poll_window"] = held[-1][1] if held else 0
 
             # Latency: updates at a fixed rate while the jobs stay in flight.
-            out["latency"] = await _latency(w, users, settings)
+            out["latency"] = await _latency(w, users + extra, settings)
             out["in_flight_after_latency"] = held[-1][1] if held else 0
         finally:
+            gc_guard.close()
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
@@ -304,14 +330,22 @@ def _rate(times: list[float]) -> float:
 
 
 async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[str, Any]:
-    """Push /start messages and "💰 Баланс" presses (alternating per user) at a fixed rate;
-    latency = the answer call (sendMessage / answerCallbackQuery) arriving at the fake minus the
-    moment the update was queued there (includes the bot's getUpdates round trip)."""
+    """Updates at a fixed, open-loop rate: 9 of 10 are button presses on the user's menu
+    message, alternating "💰 Баланс" and "🏠 Меню" (the bot answers the query and edits the
+    screen), every 10th is a /start message (answered with a new message; the bot paces those to
+    Telegram's ~30/s, so they stay at ~20/s here). Latency = the answer (answerCallbackQuery /
+    sendMessage) arriving at the fake minus the moment the update was queued there; it includes
+    the bot's getUpdates round trip."""
     tg = w.tg
+    screens = {u.id: _menu_message(u) for u in users}
+    users = [u for u in users if screens[u.id] is not None]
     tg.latencies.clear()
+    tg.latency_log.clear()
     total = int(settings.latency_rate * settings.latency_s)
     interval = 1.0 / settings.latency_rate
+    balance_data, home_data = MenuCb(action="balance").pack(), MenuCb(action="home").pack()
     cpu = CpuWindow(w.bot)
+    gc.disable()  # see quiet_gc(); bounded: 1,000s of updates allocate little
     started = time.monotonic()
     pushed = {"message": 0, "callback": 0}
     for i in range(total):
@@ -319,24 +353,29 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
         if delay > 0:
             await asyncio.sleep(delay)
         user = users[i % len(users)]
-        if (i // len(users)) % 2 == 1:
-            with contextlib.suppress(LookupError):
-                query_id = await user.click(None, "💰 Баланс")
-                tg.probe_callbacks[query_id] = time.monotonic()  # no await since the push
-                pushed["callback"] += 1
-                continue
-        tg.probe_messages[user.id].append(time.monotonic())
-        await user.send_text("/start")
-        pushed["message"] += 1
+        if i % 10 == 0:
+            at = time.monotonic()
+            await user.send_text("/start")  # pushes at once (no await inside)
+            tg.probe_messages[user.id].append((at, tg.state.next_update_id - 1))
+            pushed["message"] += 1
+            continue
+        data = balance_data if (i // len(users)) % 2 == 0 else home_data
+        at = time.monotonic()
+        query_id, update_id = _press(tg, user, screens[user.id], data)
+        tg.probe_callbacks[query_id] = (at, update_id)
+        pushed["callback"] += 1
     push_span = time.monotonic() - started
-    # The pushes above record their time *after* pushing; the difference is sub-microsecond.
-    await poll_until(lambda: len(tg.latencies) >= total, 10.0)
+    behind_ms = max(0.0, (time.monotonic() - started - (total - 1) * interval) * 1000)
+    expected = total
+    await poll_until(lambda: len(tg.latencies) >= expected, min(10.0, max(3.0, settings.latency_s)))
     ended = time.monotonic()
+    gc.enable()
     lat = [v for _, v in tg.latencies]
     by_kind = {kind: [v for k, v in tg.latencies if k == kind] for kind in ("message", "callback")}
     return {
-        "pushed": total, "pushed_by_kind": pushed, "answered": len(lat),
-        "achieved_rate": total / push_span if push_span > 0 else 0.0,
+        "pushed": expected, "pushed_by_kind": pushed, "answered": len(lat), "users": len(users),
+        "pusher_behind_at_end_ms": behind_ms,
+        "achieved_rate": expected / push_span if push_span > 0 else 0.0,
         "p50_ms": percentile(lat, 50) * 1000, "p90_ms": percentile(lat, 90) * 1000,
         "p99_ms": percentile(lat, 99) * 1000, "max_ms": max(lat, default=float("nan")) * 1000,
         "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
@@ -344,7 +383,50 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
         "p50_by_kind_ms": {k: percentile(v, 50) * 1000 for k, v in by_kind.items()},
         "fakes_loop_lag_p99_ms": w.lag.p99_ms(started, ended),
         **cpu.result(),
+        # per-second p99, to tell steady queueing from stalls (raw samples in --json output)
+        "p99_per_second_ms": _per_second_p99(tg.latency_log, started),
+        # time until a getUpdates answer carried the update (the rest is the bot's handling)
+        "to_delivery_p50_ms": percentile([d for *_, d in tg.latency_log], 50) * 1000,
+        "to_delivery_p99_ms": percentile([d for *_, d in tg.latency_log], 99) * 1000,
+        "samples": [(round(at - started, 4), kind, round(v * 1000, 2), round(d * 1000, 2))
+                    for at, kind, v, d in tg.latency_log],
     }
+
+
+def _menu_message(user: FakeUser) -> int | None:
+    """The user's newest text screen with the menu or balance button (a press target)."""
+    for message in reversed(user.messages):
+        flat = {b for row in message.buttons for b in row}
+        if message.kind == "text" and flat & {BALANCE_BUTTON, MENU_BUTTON}:
+            return message.message_id
+    return None
+
+
+def _press(tg: BenchTelegram, user: FakeUser, message_id: int, data: str) -> tuple[str, int]:
+    """A callback_query for ``data`` on a message, as FakeUser.click pushes it, but without
+    requiring the button to be on screen right now (a user may tap before an edit shows)."""
+    stored = tg.state.chats[user.id].messages[message_id]
+    query_id = tg.state.random_id()
+    tg.state.callbacks[query_id] = CallbackRecord(id=query_id, user_id=user.id,
+                                                  message_id=message_id, data=data)
+    update = tg.state.push_update("callback_query", {
+        "id": query_id, "from": user.info.as_user(), "message": stored.raw,
+        "chat_instance": str(user.id * 7919), "data": data})
+    return query_id, int(update["update_id"])
+
+
+async def _greet(tg: BenchTelegram, user: FakeUser) -> None:
+    cursor = user.cursor()
+    await user.send_text("/start")
+    await tg.wait_for(user, lambda m: "Баланс" in m.text and bool(m.buttons), after=cursor,
+                      timeout_s=STEP_TIMEOUT_S)
+
+
+def _per_second_p99(log: list[tuple[float, str, float, float]], started: float) -> list[float]:
+    buckets: dict[int, list[float]] = {}
+    for at, _, value, _ in log:
+        buckets.setdefault(int(at - started), []).append(value)
+    return [round(percentile(buckets[k], 99) * 1000, 1) for k in sorted(buckets)]
 
 
 # ---- scenario: resume unfinished jobs after a restart ---------------------------------------
@@ -368,12 +450,14 @@ async def resume(settings: Settings) -> dict[str, Any]:
         w.kie.expect_first_polls(n)
         w.bot.spawn()
         spawned = w.bot.spawned_at
+        cpu = CpuWindow(w.bot)
         timed_out = False
         try:
             async with asyncio.timeout(60 + n / 10):
                 await w.kie.all_polled.wait()
         except TimeoutError:
             timed_out = True
+        usage = cpu.result()
         polls = sorted(w.kie.first_poll.values())
         first_req = min(t for t in (w.tg.first_call_at, w.kie.first_request_at) if t is not None) \
             if (w.tg.first_call_at or w.kie.first_request_at) else None
@@ -386,7 +470,8 @@ async def resume(settings: Settings) -> dict[str, Any]:
             "pacer_bound_s": n / (settings.keys * 9),
             "kie_429": sum(w.kie.rate_limited.values()),
             "peak_rss_mb": w.bot.peak_rss_mb(), "launcher": w.bot.launcher,
-            "kie_endpoints": dict(w.kie.endpoint_counts),
+            "kie_endpoints": dict(w.kie.endpoint_counts), **usage,
+            "fakes_loop_lag_p99_ms": w.lag.p99_ms(polls[0], polls[-1]) if polls else None,
             "progress_s": {f"{q}%": round(polls[min(len(polls) - 1, len(polls) * q // 100)] - spawned, 2)
                            for q in (10, 50, 90)} if polls else {},
         }

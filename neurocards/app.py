@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 import time
@@ -232,6 +233,9 @@ class Application:
                                   polling_timeout=cfg.telegram.polling_timeout_s),
             name="polling")
         log.info("neurocards started (provider %s, %d jobs resumed)", self.provider.name, resumed)
+        # Import-time objects live forever: keep them out of every later full collection.
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         if self._polling is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
@@ -37,6 +39,7 @@ class AgainCb(CallbackData, prefix="a"):
     product_id: int
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def main_menu() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_CREATE, callback_data=MenuCb(action="create"))
@@ -49,11 +52,13 @@ def main_menu() -> InlineKeyboardMarkup:
     return kb.as_markup()
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def menu_only() -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[
         InlineKeyboardButton(text=texts.BTN_MENU, callback_data=MenuCb(action="home").pack())]])
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def cancel_only() -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[[
         InlineKeyboardButton(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home").pack())]])
@@ -68,6 +73,7 @@ def templates(product_id: int, items: list[Template]) -> InlineKeyboardMarkup:
     return kb.as_markup()
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def wishes() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_SKIP, callback_data=WishesCb(action="skip"))
@@ -119,6 +125,7 @@ def failed_retry(product_id: int) -> InlineKeyboardMarkup:
     return kb.as_markup()
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def failed_violation() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_OTHER_PHOTO, callback_data=MenuCb(action="create"))
@@ -145,6 +152,7 @@ class ReplayCb(CallbackData, prefix="vr"):
     job_id: int
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def topup_and_menu() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
@@ -162,6 +170,7 @@ def packs(items: tuple[CreditPack, ...]) -> InlineKeyboardMarkup:
     return kb.as_markup()
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def after_payment() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_CREATE, callback_data=MenuCb(action="create"))
@@ -170,6 +179,7 @@ def after_payment() -> InlineKeyboardMarkup:
     return kb.as_markup()
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def cabinet() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
@@ -194,5 +204,6 @@ def videos(job_ids: list[tuple[int, int]], page: int, has_next: bool) -> InlineK
     return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def no_videos() -> InlineKeyboardMarkup:
     return after_payment()
