@@ -95,6 +95,9 @@ async def insert_ledger_row(
         raise LedgerConflict(str(exc)) from exc
 
 
+LAST_SEEN_RESOLUTION_S = 60.0
+
+
 class UserStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -114,6 +117,12 @@ class UserStore:
     ) -> tuple[User, bool]:
         """Create or refresh a user; a new one gets the welcome credits once. Returns (user, created)."""
         now = time.time()
+        # Most updates come from a known user whose profile did not change: a read is enough, and
+        # last_seen is only written once a minute (every update used to cost a write transaction).
+        row = await self.db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        if row is not None and (row["username"], row["first_name"], row["language"]) == \
+                (username, first_name, language) and now - row["last_seen"] < LAST_SEEN_RESOLUTION_S:
+            return User.from_row(row), False
         async with self.db.transaction() as conn:
             existing = await (await conn.execute(
                 "SELECT 1 FROM users WHERE id = ?", (user_id,))).fetchone()
