@@ -179,6 +179,7 @@ class Application:
                 await referrals.on_video_delivered(user_id)
 
             self.engine.delivery.on_delivered = referral_on_first_video
+        self.services = services
         self.dp = Dispatcher(storage=SQLiteStorage(self.db))
         for observer in (self.dp.message, self.dp.callback_query):
             observer.outer_middleware(ThrottlingMiddleware(cfg.telegram.user_rate_per_s, cfg.telegram.user_burst))
@@ -251,6 +252,8 @@ class Application:
             await self.ops.stop()
         if self.callbacks is not None:
             await self.callbacks.stop()
+        with contextlib.suppress(Exception):
+            await self.services.activity.flush()
         await self.prompts.aclose()
         if self.openai_http is not None:
             await self.openai_http.aclose()

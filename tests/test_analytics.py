@@ -116,7 +116,12 @@ async def test_actions_are_logged_as_users_go(harness: Harness) -> None:
     await buy(user, "50 кредитов")
     await user.send_text("/terms")
     await user.wait_for_message(lambda m: "Условия" in m.text)
-    actions = [r["action"] for r in harness.query("SELECT action FROM activity WHERE user_id = 5001 ORDER BY id")]
+
+    def logged() -> list[str] | None:  # rows are written in batches, within a second
+        found = [r["action"] for r in harness.query("SELECT action FROM activity WHERE user_id = 5001 ORDER BY id")]
+        return found if "command:terms" in found else None
+
+    actions = await harness.tg.wait_until(logged, timeout=5)
     for expected in ("start", "button:menu:create", "photo", "text", "button:template", "button:wishes:skip",
                      "button:quantity", "launch", "button:pay:list", "button:pay:buy", "invoice", "payment",
                      "command:terms"):
