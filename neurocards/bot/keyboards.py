@@ -39,6 +39,19 @@ class AgainCb(CallbackData, prefix="a"):
     product_id: int
 
 
+_HOME = (texts.BTN_MENU, MenuCb(action="home"))
+_CANCEL = (texts.BTN_CANCEL, MenuCb(action="home"))
+
+
+def _column(*buttons: tuple[str, CallbackData]) -> InlineKeyboardMarkup:
+    """One button per row: most screens offer an action or two and the way home."""
+    kb = InlineKeyboardBuilder()
+    for text, data in buttons:
+        kb.button(text=text, callback_data=data)
+    kb.adjust(1)
+    return kb.as_markup()
+
+
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def main_menu() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
@@ -54,14 +67,12 @@ def main_menu() -> InlineKeyboardMarkup:
 
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def menu_only() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(inline_keyboard=[[
-        InlineKeyboardButton(text=texts.BTN_MENU, callback_data=MenuCb(action="home").pack())]])
+    return _column(_HOME)
 
 
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def cancel_only() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(inline_keyboard=[[
-        InlineKeyboardButton(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home").pack())]])
+    return _column(_CANCEL)
 
 
 def templates(product_id: int, items: list[Template]) -> InlineKeyboardMarkup:
@@ -75,11 +86,7 @@ def templates(product_id: int, items: list[Template]) -> InlineKeyboardMarkup:
 
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def wishes() -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.BTN_SKIP, callback_data=WishesCb(action="skip"))
-    kb.button(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home"))
-    kb.adjust(1)
-    return kb.as_markup()
+    return _column((texts.BTN_SKIP, WishesCb(action="skip")), _CANCEL)
 
 
 def quantities(options: tuple[int, ...], per_video: int) -> InlineKeyboardMarkup:
@@ -101,37 +108,21 @@ def confirm(nonce: str) -> InlineKeyboardMarkup:
 
 
 def not_enough(nonce: str) -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
-    kb.button(text=texts.BTN_EDIT, callback_data=ConfirmCb(action="edit", nonce=nonce))
-    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
-    kb.adjust(1)
-    return kb.as_markup()
+    return _column((texts.BTN_TOPUP, PayCb(action="list")),
+                   (texts.BTN_EDIT, ConfirmCb(action="edit", nonce=nonce)), _HOME)
 
 
 def video_result(product_id: int) -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.BTN_AGAIN_PRODUCT, callback_data=AgainCb(product_id=product_id))
-    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
-    kb.adjust(1)
-    return kb.as_markup()
+    return _column((texts.BTN_AGAIN_PRODUCT, AgainCb(product_id=product_id)), _HOME)
 
 
 def failed_retry(product_id: int) -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.BTN_TRY_AGAIN, callback_data=AgainCb(product_id=product_id))
-    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
-    kb.adjust(1)
-    return kb.as_markup()
+    return _column((texts.BTN_TRY_AGAIN, AgainCb(product_id=product_id)), _HOME)
 
 
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def failed_violation() -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.BTN_OTHER_PHOTO, callback_data=MenuCb(action="create"))
-    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
-    kb.adjust(1)
-    return kb.as_markup()
+    return _column((texts.BTN_OTHER_PHOTO, MenuCb(action="create")), _HOME)
 
 
 # ---- payments, cabinet, my videos -------------------------------------------
@@ -154,11 +145,7 @@ class ReplayCb(CallbackData, prefix="vr"):
 
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def topup_and_menu() -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
-    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
-    kb.adjust(1)
-    return kb.as_markup()
+    return _column((texts.BTN_TOPUP, PayCb(action="list")), _HOME)
 
 
 def packs(items: tuple[CreditPack, ...]) -> InlineKeyboardMarkup:
@@ -172,11 +159,7 @@ def packs(items: tuple[CreditPack, ...]) -> InlineKeyboardMarkup:
 
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def after_payment() -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.BTN_CREATE, callback_data=MenuCb(action="create"))
-    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
-    kb.adjust(1)
-    return kb.as_markup()
+    return _column((texts.BTN_CREATE, MenuCb(action="create")), _HOME)
 
 
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)

@@ -19,7 +19,6 @@ BTN_CANCEL = "❌ Отмена"
 BTN_AGAIN_PRODUCT = "🔄 Сделать ещё с этим товаром"
 BTN_TRY_AGAIN = "🔄 Попробовать ещё раз"
 BTN_OTHER_PHOTO = "📷 Отправить другое фото"
-BTN_BACK = "⬅️ Назад"
 
 
 def qty_button(count: int, cost: int) -> str:

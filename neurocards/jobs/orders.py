@@ -27,13 +27,6 @@ class Quote:
     def affordable(self) -> bool:
         return self.balance >= self.cost
 
-    @property
-    def missing(self) -> int:
-        return max(0, self.cost - self.balance)
-
-    @property
-    def balance_after(self) -> int:
-        return self.balance - self.cost
 
 
 class LimitReached(Exception):

@@ -236,11 +236,6 @@ class JobStore:
                 )
         return Job.from_row(row), refunded
 
-    async def events(self, job_id: int) -> list[tuple[str, str | None]]:
-        rows = await self.db.fetchall(
-            "SELECT state, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
-        return [(r["state"], r["detail"]) for r in rows]
-
     async def average_duration_s(self, window: int = 50) -> float | None:
         """Mean time from start to delivery of the last `window` delivered jobs (for ETAs)."""
         row = await self.db.fetchone(
@@ -257,12 +252,6 @@ class JobStore:
             params = (user_id,)
         row = await self.db.fetchone(sql, params)
         return int(row["n"]) if row else 0
-
-    async def old_finished_paths(self, before: float) -> list[tuple[int, str]]:
-        rows = await self.db.fetchall(
-            "SELECT id, video_path FROM jobs WHERE video_path IS NOT NULL AND state IN ('done', 'failed')"
-            " AND finished_at < ?", (before,))
-        return [(r["id"], r["video_path"]) for r in rows]
 
     async def waiting_unnotified(self, older_than: float) -> list[Job]:
         rows = await self.db.fetchall(
