@@ -87,6 +87,7 @@ class BotProcess:
     spawned_at: float = 0.0
     samples: list[ProcSample] = field(default_factory=list)
     _sampler: asyncio.Task[None] | None = None
+    _pyspy: subprocess.Popen[bytes] | None = None
     final_hwm_kb: int = 0
     launcher: str = ""
 
@@ -132,6 +133,17 @@ class BotProcess:
             self.process = subprocess.Popen(cmd, cwd=self.tmp, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
         self._sampler = asyncio.create_task(self._sample_loop(), name="rss-sampler")
+
+    def profile(self, label: str, seconds: float) -> None:
+        """With BENCH_PYSPY_DIR set, sample the bot with py-spy for `seconds` (investigation aid)."""
+        if not os.environ.get("BENCH_PYSPY_DIR") or self.process is None:
+            return
+        out = Path(os.environ["BENCH_PYSPY_DIR"]) / f"{self.tmp.name}-{label}.txt"
+        self._pyspy = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.process.pid),
+             "--format", "raw", "--rate", "200", "--threads",
+             "--duration", str(max(1, round(seconds))), "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def wait_ready(self, timeout_s: float = 60.0) -> float:
         """Until the bot's first getUpdates (the engine has started by then); returns seconds."""

@@ -346,6 +346,7 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
     balance_data, home_data = MenuCb(action="balance").pack(), MenuCb(action="home").pack()
     cpu = CpuWindow(w.bot)
     gc.disable()  # see quiet_gc(); bounded: 1,000s of updates allocate little
+    w.bot.profile("latency", settings.latency_s)
     started = time.monotonic()
     pushed = {"message": 0, "callback": 0}
     for i in range(total):

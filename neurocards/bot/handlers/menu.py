@@ -15,9 +15,9 @@ from neurocards.bot.states import CreateVideo
 from neurocards.store.users import User
 
 
-async def _menu_text(svc: Services, user: User) -> str:
-    balance = await svc.users.balance(user.id)
-    return texts.menu(user.first_name, balance, svc.config.credits.per_video)
+def _menu_text(svc: Services, user: User) -> str:
+    # `user` was read by UserTrackingMiddleware for this very update: its balance is current.
+    return texts.menu(user.first_name, user.balance, svc.config.credits.per_video)
 
 
 async def start(message: Message, state: FSMContext, svc: Services, user: User, is_new_user: bool,
@@ -27,19 +27,18 @@ async def start(message: Message, state: FSMContext, svc: Services, user: User, 
     await svc.referrals.attach_from_start(user.id, command.args if command else None, is_new_user=is_new_user)
     if is_new_user and svc.config.credits.welcome > 0:
         await message.answer(texts.welcome_bonus(svc.config.credits.welcome))
-    await message.answer(await _menu_text(svc, user), reply_markup=keyboards.main_menu())
+    await message.answer(_menu_text(svc, user), reply_markup=keyboards.main_menu())
 
 
 async def home(query: CallbackQuery, state: FSMContext, svc: Services, user: User) -> None:
     await state.clear()
     await query.answer()
-    await show(query, await _menu_text(svc, user), keyboards.main_menu())
+    await show(query, _menu_text(svc, user), keyboards.main_menu())
 
 
 async def balance(query: CallbackQuery, svc: Services, user: User) -> None:
     await query.answer()
-    amount = await svc.users.balance(user.id)
-    await show(query, texts.balance(amount, svc.config.credits.per_video), keyboards.topup_and_menu())
+    await show(query, texts.balance(user.balance, svc.config.credits.per_video), keyboards.topup_and_menu())
 
 
 async def support(query: CallbackQuery, svc: Services) -> None:
