@@ -141,7 +141,7 @@ class BotProcess:
         out = Path(os.environ["BENCH_PYSPY_DIR"]) / f"{self.tmp.name}-{label}.txt"
         self._pyspy = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.process.pid),
-             "--format", "raw", "--rate", "200", "--threads",
+             "--format", "raw", "--rate", "100", "--threads",
              "--duration", str(max(1, round(seconds))), "-o", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

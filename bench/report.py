@@ -157,8 +157,9 @@ def build_details(results: dict[str, Any]) -> str:
                 f"{ {k: round(v, 1) for k, v in lat['p50_by_kind_ms'].items()} }, p99 by kind "
                 f"{ {k: round(v, 1) for k, v in lat['p99_by_kind_ms'].items()} }; of which waiting "
                 f"for the bot's next getUpdates p50 {_num(lat.get('to_delivery_p50_ms'))} / p99 "
-                f"{_num(lat.get('to_delivery_p99_ms'))} ms; bot CPU "
-                f"{lat['bot_cpu_pct']:.0f} %, fakes CPU {lat['fakes_cpu_pct']:.0f} %; fakes' loop lag "
+                f"{_num(lat.get('to_delivery_p99_ms'))} ms; Bot API calls per update "
+                f"{_num(lat.get('api_calls_per_update'), '.2f')} (getUpdates {_num(lat.get('getupdates_per_update'), '.2f')}); "
+                f"bot CPU {lat['bot_cpu_pct']:.0f} % ({_num(lat.get('bot_cpu_ms_per_update'), '.2f')} ms per update), fakes CPU {lat['fakes_cpu_pct']:.0f} %; fakes' loop lag "
                 f"p99 {lat['fakes_loop_lag_p99_ms']:.1f} ms; p99 per second of the test "
                 f"{lat.get('p99_per_second_ms')}")
     res = results.get("resume")

@@ -103,6 +103,7 @@ class CpuWindow:
     def result(self) -> dict[str, float]:
         wall = max(time.monotonic() - self.wall, 1e-9)
         return {"bot_cpu_pct": 100 * (self.bot.cpu_seconds() - self.bot_cpu) / wall,
+                "bot_cpu_s": self.bot.cpu_seconds() - self.bot_cpu,
                 "fakes_cpu_pct": 100 * (_self_cpu() - self.self_cpu) / wall}
 
 
@@ -347,6 +348,8 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
     cpu = CpuWindow(w.bot)
     gc.disable()  # see quiet_gc(); bounded: 1,000s of updates allocate little
     w.bot.profile("latency", settings.latency_s)
+    calls_before = sum(tg.arrivals.values())
+    polls_before = tg.arrivals["getUpdates"]
     started = time.monotonic()
     pushed = {"message": 0, "callback": 0}
     for i in range(total):
@@ -371,11 +374,17 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
     await poll_until(lambda: len(tg.latencies) >= expected, min(10.0, max(3.0, settings.latency_s)))
     ended = time.monotonic()
     gc.enable()
+    cpu_used = cpu.result()
+    calls = sum(tg.arrivals.values()) - calls_before
+    polls = tg.arrivals["getUpdates"] - polls_before
     lat = [v for _, v in tg.latencies]
     by_kind = {kind: [v for k, v in tg.latencies if k == kind] for kind in ("message", "callback")}
     return {
         "pushed": expected, "pushed_by_kind": pushed, "answered": len(lat), "users": len(users),
         "pusher_behind_at_end_ms": behind_ms,
+        # Bot API calls the bot made per update (getUpdates included): its main per-update cost
+        "api_calls_per_update": calls / expected if expected else 0.0,
+        "getupdates_per_update": polls / expected if expected else 0.0,
         "achieved_rate": expected / push_span if push_span > 0 else 0.0,
         "p50_ms": percentile(lat, 50) * 1000, "p90_ms": percentile(lat, 90) * 1000,
         "p99_ms": percentile(lat, 99) * 1000, "max_ms": max(lat, default=float("nan")) * 1000,
@@ -383,7 +392,9 @@ async def _latency(w: World, users: list[FakeUser], settings: Settings) -> dict[
         "p99_by_kind_ms": {k: percentile(v, 99) * 1000 for k, v in by_kind.items()},
         "p50_by_kind_ms": {k: percentile(v, 50) * 1000 for k, v in by_kind.items()},
         "fakes_loop_lag_p99_ms": w.lag.p99_ms(started, ended),
-        **cpu.result(),
+        **cpu_used,
+        # includes the KIE polling of the jobs in flight (see "bot CPU while only polling")
+        "bot_cpu_ms_per_update": cpu_used["bot_cpu_s"] * 1000 / expected if expected else 0.0,
         # per-second p99, to tell steady queueing from stalls (raw samples in --json output)
         "p99_per_second_ms": _per_second_p99(tg.latency_log, started),
         # time until a getUpdates answer carried the update (the rest is the bot's handling)

@@ -30,8 +30,9 @@ from neurocards.bot.middlewares import (
     UserTrackingMiddleware,
 )
 from neurocards.bot.notifier import TelegramNotifier
-from neurocards.bot.rate_limit import TelegramPacing
+from neurocards.bot.rate_limit import TelegramPacing, UpdateBatching
 from neurocards.bot.services import Services
+from neurocards.bot.session import JsonBodySession
 from neurocards.config import Config, ConfigError
 from neurocards.jobs.alerts import Alerts, BalanceWatch, Watchdog
 from neurocards.jobs.chain import ChainEntry, ProviderChain
@@ -146,7 +147,8 @@ class Application:
         session: AiohttpSession = (
             RotatingProxySession(telegram_pool, api=api, timeout=cfg.telegram.request_timeout_s)
             if telegram_pool is not None
-            else AiohttpSession(api=api, timeout=cfg.telegram.request_timeout_s))
+            else JsonBodySession(api=api, timeout=cfg.telegram.request_timeout_s))
+        session.middleware(UpdateBatching(cfg.telegram.updates_batch_ms / 1000))
         session.middleware(TelegramPacing(cfg.telegram.send_per_s, cfg.telegram.chat_burst,
                                           cfg.telegram.chat_period_s))
         keep_response_types()

@@ -62,6 +62,9 @@ def setup_logging(config: Config | None, level: int = logging.INFO) -> None:
     # httpx logs every request URL at INFO; too chatty for 1,000 polling jobs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # aiogram logs every handled update at INFO ("Update id=... is handled"): at hundreds of
+    # updates/s that is a few % of the CPU and a flood in the journal; the activity table keeps them.
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)
 
 
 def setup_sentry(config: Config) -> bool:

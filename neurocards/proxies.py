@@ -19,7 +19,6 @@ import aiohttp_socks
 import httpx
 import python_socks
 from aiogram.__meta__ import __version__ as aiogram_version
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods.base import TelegramType
 from aiohttp.hdrs import USER_AGENT
@@ -27,6 +26,8 @@ from aiohttp.http import SERVER_SOFTWARE
 from httpx._multipart import MultipartStream
 from httpx_socks import AsyncProxyTransport
 from python_socks import ProxyType
+
+from neurocards.bot.session import JsonBodySession
 
 if TYPE_CHECKING:
     from aiogram import Bot
@@ -325,7 +326,7 @@ _AIOHTTP_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class RotatingProxySession(AiohttpSession):
+class RotatingProxySession(JsonBodySession):
     """aiogram session with one aiohttp ClientSession per proxy (plus one for direct), created
     lazily; a connect-phase failure cools the proxy and replays the call once via the next."""
 

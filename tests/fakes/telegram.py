@@ -277,7 +277,8 @@ class FakeTelegram:
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["method"]
         cls = find_method(name)
-        call = ApiCall(method=cls.__api_method__ if cls else name, params={}, files={})
+        call = ApiCall(method=cls.__api_method__ if cls else name, params={}, files={},
+                       content_type=request.content_type)
         self.state.calls.append(call)
         try:
             if request.match_info["token"] != self.state.token:

@@ -173,6 +173,7 @@ class ApiCall:
     params: dict[str, Any]
     files: dict[str, bytes]
     status: int | None = None  # None: the client went away before the answer
+    content_type: str = ""  # how the body was encoded: JSON, urlencoded form or multipart
     result: Any = None
     description: str | None = None
     injected: bool = False
