@@ -25,7 +25,9 @@ class JsonBodySession(AiohttpSession):
     def build_form_data(self, bot: Bot, method: TelegramMethod[Any]) -> FormData:
         files: dict[str, InputFile] = {}
         fields: dict[str, Any] = {}
-        for key, value in method.model_dump(warnings=False).items():
+        # prepare_value drops None at every depth anyway; dropping it in the dump (Rust) saves
+        # ~90 Python calls per inline keyboard (every unset field of every button).
+        for key, value in method.model_dump(warnings=False, exclude_none=True).items():
             prepared = self.prepare_value(value, bot=bot, files=files)
             if prepared:
                 fields[key] = prepared
