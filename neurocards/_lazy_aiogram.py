@@ -32,7 +32,6 @@ def _lazy_rebuild(cls: type[BaseModel], *, force: bool = False, raise_errors: bo
 BaseModel.model_rebuild = classmethod(_lazy_rebuild)  # type: ignore[method-assign,assignment]
 
 
-
 _response_types: dict[tuple[type, Any], type[BaseModel]] = {}
 _class_getitem: Any = None
 
