@@ -44,6 +44,19 @@ async def test_welcome_once_and_charge_per_job(db: Database) -> None:
     assert await users.balance(7) == 10  # the duplicate charged nothing
 
 
+async def test_known_user_profile_and_last_seen_are_refreshed(db: Database) -> None:
+    users = UserStore(db)
+    await users.touch(8, username="old", first_name="Аня", language="ru", welcome_credits=30)
+    renamed, created = await users.touch(8, username="new", first_name="Анна", language="en", welcome_credits=30)
+    assert not created and (renamed.username, renamed.first_name, renamed.language) == ("new", "Анна", "en")
+    assert renamed.balance == 30 and await users.ledger_sum(8) == 30  # no second welcome
+    await db.execute("UPDATE users SET last_seen = last_seen - 3600 WHERE id = 8")
+    seen, _ = await users.touch(8, username="new", first_name="Анна", language="en", welcome_credits=30)
+    assert seen.last_seen > renamed.last_seen - 1  # written again once it is stale
+    row = (await db.fetchall("SELECT username, last_seen FROM users WHERE id = 8"))[0]
+    assert row["username"] == "new" and row["last_seen"] == seen.last_seen
+
+
 async def test_insufficient_credits_changes_nothing(db: Database) -> None:
     users, jobs, product_id = await _user_with_product(db, 15)
     with pytest.raises(InsufficientCredits) as info:

@@ -10,6 +10,8 @@ import aiosqlite
 
 from neurocards.store.db import Database
 
+_REFRESH_USER = "UPDATE users SET username = ?, first_name = ?, language = ?, last_seen = ? WHERE id = ?"
+
 
 @dataclass(frozen=True)
 class User:
@@ -123,6 +125,14 @@ class UserStore:
         if row is not None and (row["username"], row["first_name"], row["language"]) == \
                 (username, first_name, language) and now - row["last_seen"] < LAST_SEEN_RESOLUTION_S:
             return User.from_row(row), False
+        if row is not None:
+            # A known user: one autocommit statement (one hop, the DB lock held once) instead of a
+            # transaction of four, which made every other update wait behind it.
+            updated = await self.db.fetchone(
+                _REFRESH_USER + " RETURNING *", (username, first_name, language, now, user_id),
+            )
+            if updated is not None:
+                return User.from_row(updated), False
         async with self.db.transaction() as conn:
             existing = await (await conn.execute(
                 "SELECT 1 FROM users WHERE id = ?", (user_id,))).fetchone()
@@ -136,11 +146,8 @@ class UserStore:
                 if welcome_credits > 0:
                     await insert_ledger_row(conn, user_id=user_id, delta=welcome_credits, reason="welcome")
             else:
-                await conn.execute(
-                    "UPDATE users SET username = ?, first_name = ?, language = ?, last_seen = ?"
-                    " WHERE id = ?",
-                    (username, first_name, language, now, user_id),
-                )
+                # Created by a concurrent update since the read above.
+                await conn.execute(_REFRESH_USER, (username, first_name, language, now, user_id))
             user_row = await (await conn.execute("SELECT * FROM users WHERE id = ?", (user_id,))).fetchone()
         return User.from_row(user_row), created
 
