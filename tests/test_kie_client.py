@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import hmac
 import logging
@@ -95,6 +96,27 @@ async def test_task_pending_until_generation_delay(fake: FakeKie, kie: KieProvid
     assert first.state is TaskState.PENDING and first.progress == 50
     await asyncio.sleep(0.2)
     assert (await kie.poll(task.task_id, "sora-2-image-to-video", task.key_id)).state is TaskState.SUCCESS
+
+
+async def test_polls_leave_no_garbage_cycles(fake: FakeKie, kie: KieProvider) -> None:
+    """1,000 jobs poll KIE 100 times a second: each poll must be freed by reference counting, or
+    the cyclic collector's passes pause the whole bot (bench/)."""
+    url = await kie.upload_image(b"img", "p.jpg")
+    task = await kie.submit(req(url, "veo3_fast"))
+    await kie.poll(task.task_id, "veo3_fast", task.key_id)  # warm up connections and caches
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(20):
+            await kie.poll(task.task_id, "veo3_fast", task.key_id)
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, httpx.Response)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
 
 
 async def test_veo_submit_poll_download(fake: FakeKie, kie: KieProvider, tmp_path: Path) -> None:
