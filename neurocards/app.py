@@ -150,7 +150,8 @@ class Application:
             RotatingProxySession(telegram_pool, api=api, timeout=cfg.telegram.request_timeout_s)
             if telegram_pool is not None
             else JsonBodySession(api=api, timeout=cfg.telegram.request_timeout_s))
-        session.middleware(UpdateBatching(cfg.telegram.updates_batch_ms / 1000))
+        if cfg.telegram.updates_batch_ms > 0:
+            session.middleware(UpdateBatching(cfg.telegram.updates_batch_ms / 1000))
         session.middleware(TelegramPacing(cfg.telegram.send_per_s, cfg.telegram.chat_burst,
                                           cfg.telegram.chat_period_s))
         keep_response_types()

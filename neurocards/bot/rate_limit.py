@@ -71,7 +71,8 @@ class UpdateBatching(BaseRequestMiddleware):
     one update per getUpdates at a few hundred updates/s: a third of its CPU went to the polling
     itself (bench/). Right after a getUpdates that brought updates, the next one waits until
     `window_s` has passed since it returned, so a busy bot fetches several per call. An idle bot
-    is already in a long poll when an update comes, so it is not delayed at all.
+    is already in a long poll when an update comes, so it is not delayed at all. Off by default:
+    once garbage-collector pauses were gone it saved ~10 % CPU but added ~6 ms median latency.
     """
 
     def __init__(self, window_s: float) -> None:
