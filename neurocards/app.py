@@ -19,7 +19,6 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from neurocards._lazy_aiogram import keep_response_types
 from neurocards.bot.activity import ActivityMiddleware
 from neurocards.bot.billing import announce_referral_bonus
 from neurocards.bot.fsm_storage import SQLiteStorage
@@ -154,7 +153,6 @@ class Application:
             session.middleware(UpdateBatching(cfg.telegram.updates_batch_ms / 1000))
         session.middleware(TelegramPacing(cfg.telegram.send_per_s, cfg.telegram.chat_burst,
                                           cfg.telegram.chat_period_s))
-        keep_response_types()
         self.bot = Bot(cfg.telegram.token, session=session,
                        default=DefaultBotProperties(parse_mode=ParseMode.HTML))
         self.notifier = TelegramNotifier(

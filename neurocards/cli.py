@@ -241,11 +241,7 @@ def _run_on_fastest_loop(main_coro: Coroutine[Any, Any, None]) -> None:
     except ImportError:  # e.g. Windows: the standard loop works, only slower
         asyncio.run(main_coro)
         return
-    if sys.version_info >= (3, 12):
-        asyncio.run(main_coro, loop_factory=uvloop.new_event_loop)
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.run(main_coro)
+    uvloop.run(main_coro)
 
 
 def main(argv: list[str] | None = None) -> int:
