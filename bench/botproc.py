@@ -19,7 +19,6 @@ from tests.harness import config_text
 
 from .fakes import BenchKie, BenchTelegram
 
-BENCH_DIR = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BOT_SRC = ""  # set by --bot-src
 
@@ -60,13 +59,6 @@ async def poll_until(condition: Callable[[], bool], timeout_s: float, step_s: fl
             break
         await asyncio.sleep(step_s)
     return condition()
-
-
-def config_knows_accounts(path: Path) -> bool:
-    """Whether this version of the bot reads ``[kie.accounts]`` (added while the bench was written)."""
-    from neurocards.config import load_config
-
-    return bool(getattr(load_config(path, env={}).kie, "accounts", ()))
 
 
 @dataclass
@@ -116,14 +108,9 @@ class BotProcess:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOT_SRC, env.get("PYTHONPATH", "")]))
         cmd = [sys.executable, "-m", "neurocards"]
         self.launcher = "neurocards run"
-        if self.accounts and not config_knows_accounts(self.config_path):
-            # An older bot: the same CLI with the accounts passed to KieProvider directly.
-            cmd = [sys.executable, str(BENCH_DIR / "bot_entry.py")]
-            env["BENCH_ACCOUNTS"] = "1"
-            self.launcher = "bench/bot_entry.py (accounts override)"
         if os.environ.get("BENCH_PROFILE_DIR"):  # investigation aid, see README
-            cmd[1:] = [str(BENCH_DIR / "bot_entry.py")]
-            env["BENCH_PROFILE"] = str(Path(os.environ["BENCH_PROFILE_DIR"]) / f"{self.tmp.name}.prof")
+            profile = Path(os.environ["BENCH_PROFILE_DIR"]) / f"{self.tmp.name}.prof"
+            cmd[1:1] = ["-m", "cProfile", "-o", str(profile)]
         cmd += ["run", "--config", str(self.config_path)]
         with open(self.tmp / "bot.log", "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"

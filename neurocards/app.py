@@ -29,7 +29,7 @@ from neurocards.bot.middlewares import (
     UserTrackingMiddleware,
 )
 from neurocards.bot.notifier import TelegramNotifier
-from neurocards.bot.rate_limit import TelegramPacing, UpdateBatching
+from neurocards.bot.rate_limit import TelegramPacing
 from neurocards.bot.services import Services
 from neurocards.bot.session import JsonBodySession
 from neurocards.config import Config, ConfigError
@@ -149,8 +149,6 @@ class Application:
             RotatingProxySession(telegram_pool, api=api, timeout=cfg.telegram.request_timeout_s)
             if telegram_pool is not None
             else JsonBodySession(api=api, timeout=cfg.telegram.request_timeout_s))
-        if cfg.telegram.updates_batch_ms > 0:
-            session.middleware(UpdateBatching(cfg.telegram.updates_batch_ms / 1000))
         session.middleware(TelegramPacing(cfg.telegram.send_per_s, cfg.telegram.chat_burst,
                                           cfg.telegram.chat_period_s))
         self.bot = Bot(cfg.telegram.token, session=session,

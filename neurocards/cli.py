@@ -246,6 +246,10 @@ def _run_on_fastest_loop(main_coro: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("run", "payments"):  # the commands that talk to Telegram through aiogram
+        from neurocards import speedups
+
+        speedups.install()
     try:
         config = load_config(args.config, sandbox=getattr(args, "sandbox", False))
     except ConfigError as exc:

@@ -28,9 +28,6 @@ class TelegramConfig:
     max_upload_mb: int = 50
     request_timeout_s: float = 60.0
     polling_timeout_s: int = 30
-    # After a getUpdates that brought updates, the next one waits this long so updates arriving
-    # in a burst come in one call (0: off). Never delays an update to an idle bot.
-    updates_batch_ms: float = 0.0
     # Per-user flood protection: sustained updates per second and the burst allowed on top.
     user_rate_per_s: float = 3.0
     user_burst: int = 10
@@ -310,7 +307,6 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         max_upload_mb=int(_positive(_get(tg, "telegram", "max_upload_mb", int, 50), "telegram.max_upload_mb")),
         request_timeout_s=float(_positive(_get(tg, "telegram", "request_timeout_s", (int, float), 60.0), "telegram.request_timeout_s")),
         polling_timeout_s=int(_get(tg, "telegram", "polling_timeout_s", int, 30)),
-        updates_batch_ms=float(_get(tg, "telegram", "updates_batch_ms", (int, float), 0.0)),
         user_rate_per_s=float(_positive(_get(tg, "telegram", "user_rate_per_s", (int, float), 3.0), "telegram.user_rate_per_s")),
         user_burst=int(_positive(_get(tg, "telegram", "user_burst", int, 10), "telegram.user_burst")),
         send_per_s=float(_get(tg, "telegram", "send_per_s", (int, float), 30.0)),

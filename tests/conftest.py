@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.kie import FakeKie
-from tests.fakes.telegram import FakeTelegram
-from tests.harness import TOKEN, Harness
+from neurocards import speedups
+
+speedups.install()  # as `neurocards run` does, before anything imports aiogram
+
+from tests.fakes.kie import FakeKie  # noqa: E402 (after speedups.install)
+from tests.fakes.telegram import FakeTelegram  # noqa: E402
+from tests.harness import TOKEN, Harness  # noqa: E402
 
 
 def ledger_violations(db_path: Path) -> list[str]:

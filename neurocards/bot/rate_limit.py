@@ -7,7 +7,6 @@ Telegram allows about 30 messages per second in total and about one per second i
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from typing import Any
 
@@ -62,31 +61,3 @@ class TelegramPacing(BaseRequestMiddleware):
                 raise
             await asyncio.sleep(exc.retry_after)
             return await make_request(bot, method)
-
-
-class UpdateBatching(BaseRequestMiddleware):
-    """Under load, lets updates gather for a few milliseconds before the next getUpdates.
-
-    Long polling answers as soon as one update is waiting, so a bot that is close to Telegram gets
-    one update per getUpdates at a few hundred updates/s: a third of its CPU went to the polling
-    itself (bench/). Right after a getUpdates that brought updates, the next one waits until
-    `window_s` has passed since it returned, so a busy bot fetches several per call. An idle bot
-    is already in a long poll when an update comes, so it is not delayed at all. Off by default:
-    once garbage-collector pauses were gone it saved ~10 % CPU but added ~6 ms median latency.
-    """
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self._last_busy_at = float("-inf")
-
-    async def __call__(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
-                       method: TelegramMethod[TelegramType]) -> Any:
-        if method.__api_method__ != "getUpdates" or self.window_s <= 0:
-            return await make_request(bot, method)
-        wait = self._last_busy_at + self.window_s - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        updates = await make_request(bot, method)
-        if updates:
-            self._last_busy_at = time.monotonic()
-        return updates

@@ -9,8 +9,6 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiohttp import FormData
 from aiohttp.payload import BytesPayload
 
-from neurocards._lazy_aiogram import keep_response_types
-
 if TYPE_CHECKING:
     from aiogram import Bot
     from aiogram.methods import TelegramMethod
@@ -22,13 +20,7 @@ class JsonBodySession(AiohttpSession):
     both; uploads still go as multipart). Percent-encoding runs in pure Python byte by byte, so a
     Russian text with a keyboard cost ~0.2 ms per call, about a tenth of the bot's CPU per update
     (bench/); json.dumps does the same in C. Values are exactly what aiogram would have put in the
-    form: strings, with keyboards and other objects JSON-encoded, and empty values left out.
-
-    Every session of ours also keeps aiogram's parsed answer types alive (see keep_response_types)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        keep_response_types()
+    form: strings, with keyboards and other objects JSON-encoded, and empty values left out."""
 
     def build_form_data(self, bot: Bot, method: TelegramMethod[Any]) -> FormData:
         files: dict[str, InputFile] = {}
