@@ -154,8 +154,8 @@ def _int(value: Any) -> int | None:
 
 CREATE_ENDPOINTS = ("createTask", "veoGenerate")
 POLL_ENDPOINTS = ("recordInfo", "veoRecordInfo")
-CREATE_LIMIT, CREATE_WINDOW_S = 20, 10.0  # per account (api-notes §3)
-POLL_LIMIT, POLL_WINDOW_S = 10, 1.0  # per API key (api-notes: "10 requests per second per API key")
+CREATE_LIMIT, CREATE_WINDOW_S = 20, 10.0  # per account (docs/kie-api-notes.md §3)
+POLL_LIMIT, POLL_WINDOW_S = 10, 1.0  # per API key (docs/kie-api-notes.md: "10 requests per second per API key")
 
 
 class BenchKie(FakeKie):

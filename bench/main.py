@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}; numbers are noisy "
           f"(shared 2-core machine, fakes in the bench process)")
     if args.bot_src:
-        print(f"bot source: {botproc.BOT_SRC} (not /work/main)")
+        print(f"bot source: {botproc.BOT_SRC} (not the installed neurocards)")
     print()
     print(build_table(results, settings, args.quick))
     print()

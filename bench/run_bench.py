@@ -1,7 +1,7 @@
 """Benchmark: the real bot process against the fake Telegram and fake KIE servers.
 
-    /work/venv/bin/python bench/run_bench.py            # full run, < 10 minutes
-    /work/venv/bin/python bench/run_bench.py --quick    # smaller numbers, < 2 minutes
+    .venv/bin/python bench/run_bench.py            # full run, < 10 minutes
+    .venv/bin/python bench/run_bench.py --quick    # smaller numbers, < 2 minutes
 
 Only 127.0.0.1 traffic. See bench/README.md for what each row means.
 """

@@ -33,7 +33,7 @@ from neurocards.bot.rate_limit import TelegramPacing
 from neurocards.bot.services import Services
 from neurocards.bot.session import JsonBodySession
 from neurocards.config import Config, ConfigError
-from neurocards.jobs.alerts import Alerts, BalanceWatch, Watchdog
+from neurocards.jobs.alerts import Alerts, BalanceWatch, JobsResumed, Watchdog
 from neurocards.jobs.chain import ChainEntry, ProviderChain
 from neurocards.jobs.engine import Engine
 from neurocards.jobs.orders import Orders
@@ -211,7 +211,7 @@ class Application:
                                  before_scrape=lambda: self.metrics.refresh(self.db))
             await self.ops.start()
         if resumed:
-            await self.alerts.send("engine:resumed", f"neurocards перезапущен: продолжаю {resumed} незавершённых задач")
+            await self.alerts.send("engine:resumed", JobsResumed(resumed))
         self.scheduler = AsyncIOScheduler()
         notice_every = max(0.2, min(30.0, cfg.generation.retry.queue_notice_after_s / 3))
         self.scheduler.add_job(self.engine.notify_long_waits, "interval", seconds=notice_every, id="long-waits",
@@ -240,10 +240,9 @@ class Application:
         # Import-time objects live forever: keep them out of every later full collection.
         gc.collect()
         gc.freeze()
-        # With 1,000 jobs in flight and hundreds of updates/s, the default threshold of 700 ran the
-        # collector ~3 times a second, with 5-15 ms pauses for the older generations (and ~45 ms
-        # full passes while KIE responses were still cyclic). At 10,000 it ran once in 20 s of
-        # the same load (bench/), for ~1 MB more of young objects.
+        # With 1,000 jobs in flight and hundreds of updates/s, the default threshold of 700 runs the
+        # collector ~3 times a second, with 5-15 ms pauses for the older generations. At 10,000 it
+        # runs once in 20 s of the same load (bench/), for ~1 MB more of young objects.
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
 
     async def stop(self) -> None:

@@ -17,6 +17,7 @@ from aiogram.exceptions import (
 from aiogram.types import FSInputFile
 
 from neurocards.bot import keyboards, texts
+from neurocards.jobs.alerts import OperatorAlert
 from neurocards.jobs.failures import Failure, FailureClass
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.store.jobs import Job
@@ -91,10 +92,11 @@ class TelegramNotifier:
     async def job_waiting(self, job: Job, eta_minutes: int) -> None:
         await self.bot.send_message(job.chat_id, texts.queue_wait(eta_minutes))
 
-    async def alert_admins(self, text: str) -> None:
+    async def alert_admins(self, alert: OperatorAlert) -> None:
+        text = texts.operator_alert(alert)
         for admin_id in self.admin_ids:
             try:
-                await self.bot.send_message(admin_id, f"⚠️ {text}", parse_mode=None)
+                await self.bot.send_message(admin_id, text, parse_mode=None)
             except Exception as exc:  # an unreachable admin must not stop the others
                 log.warning("alert to admin %d failed: %s", admin_id, type(exc).__name__)
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import datetime as _dt
 from html import escape
+from typing import assert_never
 
+from neurocards.jobs.alerts import (
+    EngineStalled,
+    FailureRate,
+    JobNeedsAttention,
+    JobsResumed,
+    KeyDisabled,
+    LowBalance,
+    NoPayingKey,
+    OperatorAlert,
+)
 from neurocards.store.stats import PeriodStats, UserReport
 
 # ---- buttons -------------------------------------------------------------
@@ -411,3 +422,31 @@ def video_again_caption(day: str, description: str) -> str:
 def _short(text: str, limit: int = 60) -> str:
     text = " ".join(text.split()) or "без описания"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---- operator alerts (plain text, no HTML) ------------------------------------
+def operator_alert(alert: OperatorAlert) -> str:
+    return "⚠️ " + _alert_body(alert)
+
+
+def _alert_body(alert: OperatorAlert) -> str:
+    match alert:
+        case LowBalance(balance, threshold):
+            return (f"KIE: на счёте осталось {balance:g} кредитов (порог {threshold:g}). "
+                    "Пополните баланс, пока генерация не остановилась.")
+        case EngineStalled(age_s):
+            return f"Движок генерации не отвечает уже {age_s:.0f} с. Проверьте процесс (journalctl -u neurocards)."
+        case FailureRate(failed, total):
+            return (f"За 15 минут не удались {failed} из {total} видео ({failed / total:.0%}). "
+                    "Кредиты возвращены; проверьте KIE и /admin_stats.")
+        case KeyDisabled(key_id, reason, keys_left):
+            return f"KIE: ключ {key_id} отключён ({reason}); осталось рабочих ключей: {keys_left}"
+        case NoPayingKey(reason):
+            return (f"KIE: ни один API-ключ не может оплатить генерацию ({reason}). "
+                    "Пополните баланс KIE или замените ключи.")
+        case JobsResumed(count):
+            return f"neurocards перезапущен: продолжаю {count} незавершённых задач"
+        case JobNeedsAttention(job_id, failure_class, code, text):
+            return f"job {job_id}: {failure_class} (code {code}): {text}"
+        case _:
+            assert_never(alert)

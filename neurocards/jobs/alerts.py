@@ -1,10 +1,15 @@
-"""Admin alerts, de-duplicated: the same alert key is sent at most once per interval."""
+"""Admin alerts, de-duplicated: the same alert key is sent at most once per interval.
+
+An alert is a fact (one of the dataclasses below); the sink words it for the operators
+(neurocards/bot/texts.py, with the other Russian texts).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from neurocards.store.db import Database
@@ -12,8 +17,54 @@ from neurocards.store.db import Database
 log = logging.getLogger("neurocards.alerts")
 
 
+@dataclass(frozen=True)
+class LowBalance:
+    balance: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class EngineStalled:
+    age_s: float
+
+
+@dataclass(frozen=True)
+class FailureRate:
+    failed: int
+    total: int
+
+
+@dataclass(frozen=True)
+class KeyDisabled:
+    key_id: str  # the key's public id, never the key
+    reason: str
+    keys_left: int
+
+
+@dataclass(frozen=True)
+class NoPayingKey:
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobsResumed:
+    count: int
+
+
+@dataclass(frozen=True)
+class JobNeedsAttention:
+    job_id: int
+    failure_class: str
+    code: int | None
+    text: str
+
+
+OperatorAlert = (LowBalance | EngineStalled | FailureRate | KeyDisabled | NoPayingKey | JobsResumed
+                 | JobNeedsAttention)
+
+
 class AlertSink(Protocol):
-    async def alert_admins(self, text: str) -> None: ...
+    async def alert_admins(self, alert: OperatorAlert) -> None: ...
 
 
 class Alerts:
@@ -24,7 +75,7 @@ class Alerts:
         self.clock = clock
         self._last: dict[str, float] = {}
 
-    async def send(self, key: str, text: str) -> bool:
+    async def send(self, key: str, alert: OperatorAlert) -> bool:
         now = self.clock()
         last = self._last.get(key)
         if last is not None and now - last < self.min_interval_s:
@@ -34,9 +85,9 @@ class Alerts:
             oldest = sorted(self._last, key=self._last.__getitem__)[:500]
             for k in oldest:
                 del self._last[k]
-        log.warning("admin alert [%s]: %s", key, text)
+        log.warning("admin alert [%s]: %s", key, alert)
         try:
-            await self.sink.alert_admins(text)
+            await self.sink.alert_admins(alert)
         except Exception as exc:
             log.warning("admin alert could not be sent: %s", type(exc).__name__)
         return True
@@ -65,9 +116,7 @@ class BalanceWatch:
             return None
         self.last_balance = balance
         if balance < self.threshold:
-            await self.alerts.send("kie:low_balance",
-                                   f"KIE: на счёте осталось {balance:g} кредитов (порог {self.threshold:g}). "
-                                   "Пополните баланс, пока генерация не остановилась.")
+            await self.alerts.send("kie:low_balance", LowBalance(balance, self.threshold))
         else:
             self.alerts.reset("kie:low_balance")
         return balance
@@ -91,8 +140,7 @@ class Watchdog:
         now = time.time() if now is None else now
         age = self.heartbeat_age()
         if age > self.max_heartbeat_age_s:
-            await self.alerts.send("engine:stalled", f"Движок генерации не отвечает уже {age:.0f} с. "
-                                   "Проверьте процесс (journalctl -u neurocards).")
+            await self.alerts.send("engine:stalled", EngineStalled(age))
         # A seller's own bad photo is not an outage; everything else that failed counts.
         row = await self.db.fetchone(
             "SELECT COUNT(*) AS total, SUM(state = 'failed' AND COALESCE(error_class, '') NOT IN"
@@ -101,5 +149,4 @@ class Watchdog:
         total = int(row["total"] or 0) if row else 0
         failed = int(row["failed"] or 0) if row else 0
         if self.failure_rate > 0 and total >= self.min_jobs and failed / total >= self.failure_rate:
-            await self.alerts.send("jobs:failure_rate", f"За 15 минут не удались {failed} из {total} видео "
-                                   f"({failed / total:.0%}). Кредиты возвращены; проверьте KIE и /admin_stats.")
+            await self.alerts.send("jobs:failure_rate", FailureRate(failed, total))

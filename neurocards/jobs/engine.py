@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from neurocards.config import Config
-from neurocards.jobs.alerts import Alerts
+from neurocards.jobs.alerts import Alerts, JobNeedsAttention, KeyDisabled, NoPayingKey
 from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.delivery import Delivery
 from neurocards.jobs.failures import Failure, FailureClass, classify, jittered, policy_for
@@ -323,15 +323,14 @@ class Engine:
         rotate = getattr(backend, "disable_key", None)
         if failure.cls is FailureClass.BILLING and err.key_id and rotate is not None:
             rotate(err.key_id, failure.text)
-            await self.alerts.send(f"key:{err.key_id}", f"KIE: ключ {err.key_id} отключён ({failure.text[:200]}); "
-                                   f"осталось рабочих ключей: {self._keys_left(backend)}")
+            await self.alerts.send(f"key:{err.key_id}",
+                                   KeyDisabled(err.key_id, failure.text[:200], self._keys_left(backend)))
             if self._keys_left(backend) > 0:  # another key may pay: try it now, no attempt used
                 await self.jobs.update(job.id, state=retry_state, task_id=None if retry_state is JobState.SUBMITTING
                                        else job.task_id, event=f"billing on key {err.key_id}, next key")
                 return await self.jobs.get(job.id)
         if failure.cls is FailureClass.BILLING and self._keys_left(backend) == 0:
-            await self.alerts.send("billing:no_keys", f"KIE: ни один API-ключ не может оплатить генерацию "
-                                   f"({failure.text[:200]}). Пополните баланс KIE или замените ключи.")
+            await self.alerts.send("billing:no_keys", NoPayingKey(failure.text[:200]))
         if retry_state is not JobState.DOWNLOADING and (switched := await self._fall_over(job, failure)):
             return switched
         policy = policy_for(failure.cls, self.config.generation.retry)
@@ -359,7 +358,7 @@ class Engine:
             return None  # the slot is free; the dispatcher picks the job up at run_after
         if policy.alert_admins:
             await self.alerts.send(f"{failure.cls}:{failure.code}",
-                                   f"job {job.id}: {failure.cls} (code {failure.code}): {failure.text[:300]}")
+                                   JobNeedsAttention(job.id, failure.cls.value, failure.code, failure.text[:300]))
         return await self._fail(job, failure)
 
     async def _fall_over(self, job: Job, failure: Failure) -> Job | None:

@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from neurocards.jobs.alerts import OperatorAlert
 from neurocards.jobs.failures import Failure
 from neurocards.store.jobs import Job
 
@@ -49,7 +50,7 @@ class JobNotifier(Protocol):
 
     async def job_waiting(self, job: Job, eta_minutes: int) -> None: ...
 
-    async def alert_admins(self, text: str) -> None: ...
+    async def alert_admins(self, alert: OperatorAlert) -> None: ...
 
 
 async def quietly(call: Awaitable[None]) -> None:

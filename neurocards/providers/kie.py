@@ -1,6 +1,6 @@
 """KIE.ai video provider: upload a photo, create an image-to-video task, poll it, download it.
 
-Facts about the API (paths, envelopes, limits) are in /work/shared/kie/api-notes.md. The
+Facts about the API (paths, envelopes, limits) are in docs/kie-api-notes.md. The
 two things that shape this module most:
 
 * KIE reports most errors as HTTP 200 with `{"code": 4xx/5xx, "msg": ...}` in the body, so

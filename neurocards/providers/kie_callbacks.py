@@ -1,7 +1,7 @@
 """Receiving KIE.ai task callbacks (callBackUrl) inside the bot process.
 
 Callbacks are an optimisation: KIE documents no retries or delivery guarantees
-(/work/shared/kie/api-notes.md §5), so polling stays the source of truth. The receiver
+(docs/kie-api-notes.md §5), so polling stays the source of truth. The receiver
 therefore only translates a POST into `on_status(task_id, status)`; the caller decides
 whether the task is known and still open (idempotency by task id).
 

@@ -3,7 +3,7 @@
 KIE has two API families for video. Veo 3.1 has dedicated endpoints with camelCase fields;
 every other model goes through the "Market" pair createTask/recordInfo, where only `model`
 and the `input` dict differ. Field names, types and allowed values below come from
-/work/shared/kie/api-notes.md and the KIE OpenAPI pages it cites (Henji-AI mirror of
+docs/kie-api-notes.md and the KIE OpenAPI pages it cites (Henji-AI mirror of
 docs.kie.ai). Types matter: KIE rejects "5" where it wants 5 and vice versa.
 
 A model that is not in the registry is sent as a Market model with `image_urls`, so an

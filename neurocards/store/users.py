@@ -120,14 +120,15 @@ class UserStore:
         """Create or refresh a user; a new one gets the welcome credits once. Returns (user, created)."""
         now = time.time()
         # Most updates come from a known user whose profile did not change: a read is enough, and
-        # last_seen is only written once a minute (every update used to cost a write transaction).
+        # last_seen is only written once a minute (a write per update would queue every update
+        # behind the DB lock).
         row = await self.db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
         if row is not None and (row["username"], row["first_name"], row["language"]) == \
                 (username, first_name, language) and now - row["last_seen"] < LAST_SEEN_RESOLUTION_S:
             return User.from_row(row), False
         if row is not None:
-            # A known user: one autocommit statement (one hop, the DB lock held once) instead of a
-            # transaction of four, which made every other update wait behind it.
+            # A known user: one autocommit statement (one hop, the DB lock held once): a transaction
+            # of several statements would make every other update wait behind it.
             updated = await self.db.fetchone(
                 _REFRESH_USER + " RETURNING *", (username, first_name, language, now, user_id),
             )

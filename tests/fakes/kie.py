@@ -1,6 +1,6 @@
 """A local stand-in for KIE.ai (api.kie.ai + the upload host), for tests over real HTTP.
 
-It answers the way the real API does as far as /work/shared/kie/api-notes.md knows: errors as
+It answers the way the real API does as far as docs/kie-api-notes.md knows: errors as
 HTTP 200 with `{"code": ..., "msg": ...}`, `resultJson` as a JSON string, 422 with
 "The page does not exist or is not published" for unknown models. Everything is recorded
 so tests can assert on exact request bodies, and faults can be injected per endpoint.
