@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from neurocards.bot.activity import ActivityMiddleware
 from neurocards.bot.billing import announce_referral_bonus
 from neurocards.bot.fsm_storage import SQLiteStorage
-from neurocards.bot.handlers import admin, create, menu, payments, profile
+from neurocards.bot.handlers import admin, create, menu, payments, profile, promo
 from neurocards.bot.middlewares import (
     ServicesMiddleware,
     ThrottlingMiddleware,
@@ -193,7 +193,7 @@ class Application:
         self.dp.pre_checkout_query.outer_middleware(ServicesMiddleware(services))
         self.dp.include_routers(admin.make_router(cfg.telegram.admin_ids), menu.make_router(),
                                 payments.make_router(cfg.telegram.admin_ids), profile.make_router(),
-                                create.make_router())
+                                promo.make_router(), create.make_router())
 
         self.callbacks: CallbackServer | None = None
         if cfg.kie.callback_url and self.kie is not None:

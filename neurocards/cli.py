@@ -53,6 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("file")
     restore.add_argument("--config", default="config.toml")
 
+    promo = sub.add_parser("promo", help="promo codes: create, list, disable")
+    promo_sub = promo.add_subparsers(dest="action", required=True)
+    create = promo_sub.add_parser("create", help="a new code worth --credits, for --uses sellers")
+    create.add_argument("code", help="3-32 of A-Z, 0-9, _ and - (case-insensitive)")
+    create.add_argument("--credits", type=int, required=True)
+    create.add_argument("--uses", type=int, help="how many sellers may redeem it (default: no cap)")
+    create.add_argument("--expires", help="last day it works, YYYY-MM-DD (UTC)")
+    create.add_argument("--json", action="store_true")
+    create.add_argument("--config", default="config.toml")
+    listing = promo_sub.add_parser("list", help="every code with its uses")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--config", default="config.toml")
+    disable = promo_sub.add_parser("disable", help="stop a code from being redeemed")
+    disable.add_argument("code")
+    disable.add_argument("--config", default="config.toml")
+
     stats = sub.add_parser("stats", help="today and 7 days: users, videos, failures, credits")
     stats.add_argument("--json", action="store_true")
     stats.add_argument("--config", default="config.toml")
@@ -113,7 +129,57 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
         return 0
     for title, p in zip(("today", "7 days"), periods, strict=True):
         print(f"{title}: new users {p.new_users}, delivered {p.delivered}, failures {p.failures_by_class},"
-              f" credits charged {p.credits_charged}, refunded {p.credits_refunded}")
+              f" credits charged {p.credits_charged}, refunded {p.credits_refunded}"
+              + (f", promo redemptions {p.promo_redemptions}" if p.promo_redemptions else ""))
+    return 0
+
+
+PROMO_ERRORS = {
+    "code": "the code must be 3-32 of A-Z, 0-9, _ and -",
+    "credits": "--credits must be a whole number from 1 to 1000000",
+    "uses": "--uses must be a whole number from 1 to 1000000",
+    "expires": "--expires must be a date YYYY-MM-DD, today or later (UTC)",
+    "exists": "this code exists already",
+}
+
+
+async def _promo(config: Config, args: argparse.Namespace) -> int:
+    from neurocards.services.promo import PromoInputError, Promos, as_json
+    from neurocards.store.db import Database
+    from neurocards.store.promo import PromoStore
+
+    db = await Database.open(config.storage.database)
+    try:
+        promos = Promos(PromoStore(db))
+        if args.action == "create":
+            try:
+                promo = await promos.create(args.code, args.credits, args.uses, args.expires)
+            except PromoInputError as exc:
+                print(f"error: {PROMO_ERRORS[exc.what]}: {exc.value!r}; nothing created", file=sys.stderr)
+                return 2
+            items = [promo]
+        elif args.action == "disable":
+            disabled = await promos.disable(args.code)
+            if disabled is None:
+                print(f"error: no promo code {args.code!r}", file=sys.stderr)
+                return 1
+            print(f"promo {disabled.code}: disabled ({disabled.used} used)")
+            return 0
+        else:
+            items = await promos.list()
+    finally:
+        await db.close()
+    if getattr(args, "json", False):
+        data = [as_json(p) for p in items]
+        print(json.dumps(data if args.action == "list" else data[0], ensure_ascii=False))
+        return 0
+    for p in items:
+        info = as_json(p)
+        print(f"{p.code}: +{p.credits} credits, used {p.used}/{p.max_uses or '∞'}"
+              + (f", expires after {info['expires']}" if info["expires"] else "")
+              + (" DISABLED" if p.disabled else ""))
+    if not items:
+        print("no promo codes yet")
     return 0
 
 
@@ -261,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_user(config, args))
     if args.command == "stats":
         return asyncio.run(_stats(config, args))
+    if args.command == "promo":
+        return asyncio.run(_promo(config, args))
     if args.command in ("backup", "restore"):
         return _backup_or_restore(config, args)
     if args.command == "payments":

@@ -14,7 +14,7 @@ from neurocards.jobs.templates import Template
 
 
 class MenuCb(CallbackData, prefix="m"):
-    action: str  # create | balance | support | home
+    action: str  # create | balance | support | home | promo
 
 
 class TemplateCb(CallbackData, prefix="t"):
@@ -190,3 +190,8 @@ def videos(job_ids: list[tuple[int, int]], page: int, has_next: bool) -> InlineK
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def no_videos() -> InlineKeyboardMarkup:
     return after_payment()
+
+
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
+def balance_screen() -> InlineKeyboardMarkup:
+    return _column((texts.BTN_TOPUP, PayCb(action="list")), (texts.BTN_PROMO, MenuCb(action="promo")), _HOME)

@@ -11,11 +11,13 @@ from neurocards.jobs.orders import Orders
 from neurocards.jobs.payments import Payments
 from neurocards.jobs.referrals import BonusCallback, Referrals
 from neurocards.jobs.templates import TemplateCatalog
+from neurocards.services.promo import Promos
 from neurocards.store.activity import ActivityStore
 from neurocards.store.db import Database
 from neurocards.store.history import HistoryStore
 from neurocards.store.jobs import JobStore
 from neurocards.store.payments import PaymentStore
+from neurocards.store.promo import PromoStore
 from neurocards.store.referrals import ReferralStore
 from neurocards.store.users import ProductStore, UserStore
 
@@ -49,3 +51,7 @@ class Services:
     @cached_property
     def payments(self) -> Payments:
         return Payments(self.config, PaymentStore(self.db), self.users, self.referrals, self.activity)
+
+    @cached_property
+    def promos(self) -> Promos:
+        return Promos(PromoStore(self.db))

@@ -8,3 +8,7 @@ class CreateVideo(StatesGroup):
     wishes = State()
     quantity = State()
     confirm = State()
+
+
+class PromoInput(StatesGroup):
+    code = State()

@@ -264,7 +264,8 @@ def admin_stats(today: PeriodStats, week: PeriodStats, keys: list[dict]) -> str:
         fails = ", ".join(f"{k}: {v}" for k, v in p.failures_by_class.items()) or "нет"
         return (f"<b>{title}</b>\n👥 Новых: {p.new_users}\n✅ Видео доставлено: {p.delivered}\n"
                 f"❌ Ошибки: {escape(fails)}\n"
-                f"💳 Списано: {p.credits_charged} кр., возвращено: {p.credits_refunded} кр.")
+                f"💳 Списано: {p.credits_charged} кр., возвращено: {p.credits_refunded} кр."
+                + promo_line(p.promo_redemptions))
 
     key_lines = "\n".join(
         f"🔑 {k.get('key_id')}: {k.get('state')}, запросов {k.get('requests', 0)}, ошибок {k.get('errors', 0)}"
@@ -450,3 +451,45 @@ def _alert_body(alert: OperatorAlert) -> str:
             return f"job {job_id}: {failure_class} (code {code}): {text}"
         case _:
             assert_never(alert)
+
+
+# ---- promo codes ---------------------------------------------------------------
+BTN_PROMO = "🎁 Промокод"
+PROMO_ASK = "🎁 Отправьте промокод одним сообщением."
+PROMO_FORMAT = ("Промокод — это от 3 до 32 латинских букв, цифр, «_» или «-». "
+                "Проверьте и отправьте ещё раз.")
+PROMO_WAIT = "⏳ Слишком много неверных промокодов. Попробуйте снова через час."
+PROMO_REFUSED = {
+    "unknown": "Такого промокода нет. Проверьте, нет ли опечатки.",
+    "expired": "Срок действия этого промокода закончился.",
+    "disabled": "Этот промокод больше не действует.",
+    "used_up": "Этот промокод уже использован максимальное число раз.",
+    "already": "Вы уже активировали этот промокод — он действует один раз.",
+}
+
+
+def promo_line(redemptions: dict[str, int]) -> str:
+    """Redemptions per code for the owner's numbers (empty when there were none)."""
+    if not redemptions:
+        return ""
+    return "\n🎁 Промокоды: " + ", ".join(f"{escape(code)} ×{n}" for code, n in redemptions.items())
+
+
+def promo_redeemed(code: str, credits: int, balance: int) -> str:
+    return f"🎁 Промокод {escape(code)} активирован: +{credits} кр.\n💰 Баланс: <b>{balance}</b> кр."
+
+
+ADMIN_USAGE_PROMO = "Использование: /admin_promo КОД кредиты [сколько_раз]"
+ADMIN_PROMO_BAD = {
+    "code": "Код — от 3 до 32 латинских букв, цифр, «_» или «-».",
+    "credits": "Кредиты — целое число от 1 до 1 000 000.",
+    "uses": "Число активаций — целое число от 1 до 1 000 000.",
+    "expires": "Дата окончания — не раньше сегодняшней, в виде ГГГГ-ММ-ДД.",
+    "exists": "Такой промокод уже есть.",
+}
+
+
+def admin_promo_created(code: str, credits: int, uses: int | None, link: str) -> str:
+    limit = f"{uses} активаций" if uses else "без ограничения активаций"
+    return (f"✅ Промокод <code>{escape(code)}</code>: +{credits} кр., {limit}.\n"
+            f"Ссылка: {escape(link)}")

@@ -288,4 +288,54 @@ MIGRATIONS: list[str] = [
     FROM jobs WHERE key_id IS NOT NULL AND submitted_at IS NOT NULL
     GROUP BY 1, 2, 3;
     """,
+    # 5: promo codes: the database keeps every rule (once per seller, never past the cap, a ledger row
+    # only with a redemption), so concurrent redemptions cannot break them
+    """
+    CREATE TABLE promo_codes (
+        code        TEXT PRIMARY KEY,                 -- upper case, [A-Z0-9_-]{3,32}
+        credits     INTEGER NOT NULL CHECK (credits > 0 AND credits <= 1000000),
+        max_uses    INTEGER CHECK (max_uses IS NULL OR max_uses > 0),   -- NULL: no cap
+        used        INTEGER NOT NULL DEFAULT 0,
+        expires_at  REAL,                             -- redeemable before this moment (NULL: forever)
+        disabled    INTEGER NOT NULL DEFAULT 0,
+        created_by  INTEGER,                          -- admin id; NULL: the command line
+        created_at  REAL NOT NULL,
+        CHECK (max_uses IS NULL OR used <= max_uses)
+    );
+
+    CREATE TABLE promo_redemptions (
+        code     TEXT NOT NULL REFERENCES promo_codes(code),
+        user_id  INTEGER NOT NULL REFERENCES users(id),
+        credits  INTEGER NOT NULL,
+        at       REAL NOT NULL,
+        PRIMARY KEY (code, user_id)
+    );
+    CREATE INDEX promo_redemptions_at ON promo_redemptions(at);
+
+    CREATE TRIGGER promo_redemption_redeemable BEFORE INSERT ON promo_redemptions
+    WHEN NOT EXISTS (SELECT 1 FROM promo_codes WHERE code = NEW.code AND disabled = 0
+                     AND (expires_at IS NULL OR expires_at > NEW.at) AND credits = NEW.credits)
+    BEGIN SELECT RAISE(ABORT, 'promo code is not redeemable'); END;
+    -- The CHECK on promo_codes aborts the redemption that would pass max_uses.
+    CREATE TRIGGER promo_redemption_counts AFTER INSERT ON promo_redemptions
+    BEGIN UPDATE promo_codes SET used = used + 1 WHERE code = NEW.code; END;
+    CREATE TRIGGER promo_redemption_is_final BEFORE DELETE ON promo_redemptions
+    BEGIN SELECT RAISE(ABORT, 'promo redemptions are final'); END;
+
+    -- The ledger row of a redemption names the code in `note`: once per seller and code,
+    -- and never without the redemption it pays.
+    CREATE UNIQUE INDEX ledger_promo_once ON credit_ledger(user_id, note) WHERE reason = 'promo';
+    CREATE TRIGGER ledger_promo_needs_redemption BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'promo' AND NOT EXISTS (
+        SELECT 1 FROM promo_redemptions WHERE code = NEW.note AND user_id = NEW.user_id AND credits = NEW.delta)
+    BEGIN SELECT RAISE(ABORT, 'promo credits without a redemption'); END;
+
+    -- Wrong codes a seller typed, so guessing is slowed down (kept for the last hour's count).
+    CREATE TABLE promo_attempts (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id  INTEGER NOT NULL,
+        at       REAL NOT NULL
+    );
+    CREATE INDEX promo_attempts_user ON promo_attempts(user_id, at);
+    """,
 ]

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from neurocards.store.db import Database
+from neurocards.store.promo import PromoStore
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class PeriodStats:
     failures_by_class: dict[str, int]
     credits_charged: int
     credits_refunded: int
+    promo_redemptions: dict[str, int] = field(default_factory=dict)  # code -> sellers who redeemed it
 
 
 async def user_report(db: Database, user_id: int) -> UserReport | None:
@@ -74,6 +76,7 @@ async def period_stats(db: Database, days: int, now: float | None = None) -> Per
         failures_by_class={r["c"]: r["n"] for r in failures},
         credits_charged=int(ledger["charged"]) if ledger else 0,
         credits_refunded=int(ledger["refunded"]) if ledger else 0,
+        promo_redemptions=await PromoStore(db).redemptions_since(since),
     )
 
 

@@ -13,6 +13,8 @@ from neurocards.bot import texts
 from neurocards.bot.services import Services
 from neurocards.jobs.admin import ban_user, unban_user
 from neurocards.jobs.credits import NotEnoughToRemove, add_credits
+from neurocards.services.promo import START_PREFIX as PROMO_START
+from neurocards.services.promo import PromoInputError
 from neurocards.store.stats import period_stats, user_report
 
 log = logging.getLogger("neurocards.admin")
@@ -92,6 +94,24 @@ async def unban_cmd(message: Message, command: CommandObject, svc: Services) -> 
     await message.answer(texts.admin_unbanned(user_id, changed))
 
 
+async def promo_cmd(message: Message, command: CommandObject, svc: Services, bot: Bot) -> None:
+    args = _args(command)
+    credits = _int(args[1]) if len(args) >= 2 else None
+    uses = _int(args[2]) if len(args) >= 3 else None
+    if credits is None or not 2 <= len(args) <= 3 or (len(args) == 3 and uses is None):
+        await message.answer(texts.ADMIN_USAGE_PROMO)
+        return
+    try:
+        promo = await svc.promos.create(args[0], credits, uses, created_by=message.from_user.id)  # type: ignore[union-attr]
+    except PromoInputError as exc:
+        await message.answer(texts.ADMIN_PROMO_BAD[exc.what])
+        return
+    log.info("admin %d created promo %s", message.from_user.id, promo.code)  # type: ignore[union-attr]
+    me = await bot.me()
+    link = f"https://t.me/{me.username}?start={PROMO_START}{promo.code}"
+    await message.answer(texts.admin_promo_created(promo.code, promo.credits, promo.max_uses, link))
+
+
 async def stats_cmd(message: Message, svc: Services) -> None:
     today = await period_stats(svc.db, 1)
     week = await period_stats(svc.db, 7)
@@ -107,4 +127,5 @@ def make_router(admin_ids: tuple[int, ...]) -> Router:
     router.message.register(ban_cmd, Command("admin_ban"))
     router.message.register(unban_cmd, Command("admin_unban"))
     router.message.register(stats_cmd, Command("admin_stats"))
+    router.message.register(promo_cmd, Command("admin_promo"))
     return router

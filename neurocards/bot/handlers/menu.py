@@ -9,6 +9,7 @@ from aiogram.types import CallbackQuery, Message
 
 from neurocards.bot import keyboards, texts
 from neurocards.bot.handlers.common import show
+from neurocards.bot.handlers.promo import answer_text as promo_answer
 from neurocards.bot.keyboards import MenuCb
 from neurocards.bot.services import Services
 from neurocards.bot.states import CreateVideo
@@ -27,6 +28,12 @@ async def start(message: Message, state: FSMContext, svc: Services, user: User, 
     await svc.referrals.attach_from_start(user.id, command.args if command else None, is_new_user=is_new_user)
     if is_new_user and svc.config.credits.welcome > 0:
         await message.answer(texts.welcome_bonus(svc.config.credits.welcome))
+    # "/start promo_<CODE>" from a promo link: redeemed on top of the welcome gift.
+    promo_code = svc.promos.code_from_start(command.args if command else None)
+    if promo_code is not None:
+        result = await svc.promos.redeem(user.id, promo_code)
+        await message.answer(promo_answer(result))
+        user = await svc.users.get(user.id) or user
     await message.answer(_menu_text(svc, user), reply_markup=keyboards.main_menu())
 
 
@@ -38,7 +45,7 @@ async def home(query: CallbackQuery, state: FSMContext, svc: Services, user: Use
 
 async def balance(query: CallbackQuery, svc: Services, user: User) -> None:
     await query.answer()
-    await show(query, texts.balance(user.balance, svc.config.credits.per_video), keyboards.topup_and_menu())
+    await show(query, texts.balance(user.balance, svc.config.credits.per_video), keyboards.balance_screen())
 
 
 async def support(query: CallbackQuery, svc: Services) -> None:
