@@ -155,7 +155,8 @@ class Application:
                        default=DefaultBotProperties(parse_mode=ParseMode.HTML))
         self.notifier = TelegramNotifier(
             self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
-            max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024)
+            max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024,
+            balance_view=lambda balance: self.orders.balance_view(balance))
         # OpenAI is often reachable only through the proxies; the app owns (and closes) this client.
         self.openai_http = (httpx.AsyncClient(transport=self.api_transport, timeout=cfg.openai.timeout_s)
                             if self.api_transport is not None and cfg.openai.api_key else None)

@@ -119,6 +119,8 @@ class CreditsConfig:
     per_video: int = 10
     # Price per video for a chain entry other than the default, e.g. {"sandbox": 2}.
     per_provider: tuple[tuple[str, int], ...] = ()
+    # The seller is warned when the balance covers fewer videos than this (the checklist's "below 3").
+    low_balance_videos: int = 3
 
     def price(self, provider: str) -> int:
         return dict(self.per_provider).get(provider, self.per_video)
@@ -276,6 +278,13 @@ def _payments(raw: dict[str, Any]) -> tuple[PaymentsConfig, ReferralsConfig]:
     return payments, ReferralsConfig(bonus_credits=bonus, bonus_on=bonus_on)
 
 
+def _low_balance_videos(cr: dict[str, Any]) -> int:
+    value = _get(cr, "credits", "low_balance_videos", int, 3)
+    if value < 0:
+        raise ConfigError("config: credits.low_balance_videos must not be negative")
+    return value
+
+
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None, *,
                 sandbox: bool = False) -> Config:
     env = dict(os.environ) if env is None else env
@@ -380,6 +389,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         welcome=welcome,
         per_video=int(_positive(_get(cr, "credits", "per_video", int, 10), "credits.per_video")),
         per_provider=tuple(per_provider.items()),
+        low_balance_videos=_low_balance_videos(cr),
     )
 
     gen = _section(raw, "generation")

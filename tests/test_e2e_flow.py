@@ -45,7 +45,7 @@ async def test_full_flow_delivers_videos_and_charges_once(harness: Harness) -> N
     for video in delivered:
         assert video.media == harness.kie.video_bytes
         assert "Видео готово" in video.text and "10" in video.text
-        assert video.buttons == [["🔄 Сделать ещё с этим товаром"], ["🏠 Меню"]]
+        assert video.buttons == [["🔄 Сделать ещё с этим товаром"], ["🎞 Мои видео", "💳 Купить кредиты"], ["🏠 Меню"]]
     assert harness.balance(1002) == 10
     assert harness.ledger(1002) == [(30, "welcome"), (-10, "job_charge"), (-10, "job_charge")]
     jobs = await harness.wait_jobs(lambda rows: all(r["state"] == "done" for r in rows))

@@ -113,16 +113,29 @@ def not_enough(nonce: str) -> InlineKeyboardMarkup:
 
 
 def video_result(product_id: int) -> InlineKeyboardMarkup:
-    return _column((texts.BTN_AGAIN_PRODUCT, AgainCb(product_id=product_id)), _HOME)
+    """Under a video: the next step, the seller's videos and the way to more credits."""
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_AGAIN_PRODUCT, callback_data=AgainCb(product_id=product_id))
+    kb.button(text=texts.BTN_VIDEOS, callback_data=VideosCb(page=0))
+    kb.button(text=texts.BTN_BUY_CREDITS, callback_data=PayCb(action="list"))
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1, 2, 1)
+    return kb.as_markup()
 
 
-def failed_retry(product_id: int) -> InlineKeyboardMarkup:
-    return _column((texts.BTN_TRY_AGAIN, AgainCb(product_id=product_id)), _HOME)
+def failed_retry(product_id: int, *, topup: bool = False) -> InlineKeyboardMarkup:
+    """`topup`: the balance is below one video, so retrying needs credits first."""
+    return _column((texts.BTN_TRY_AGAIN, AgainCb(product_id=product_id)), *([_BUY] if topup else []), _HOME)
 
 
-@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
-def failed_violation() -> InlineKeyboardMarkup:
-    return _column((texts.BTN_OTHER_PHOTO, MenuCb(action="create")), _HOME)
+@functools.cache  # few variants: build each once (the builder deep-copies every button)
+def failed_violation(*, topup: bool = False) -> InlineKeyboardMarkup:
+    return _column((texts.BTN_OTHER_PHOTO, MenuCb(action="create")), *([_BUY] if topup else []), _HOME)
+
+
+@functools.cache  # few variants: build each once (the builder deep-copies every button)
+def accepted(*, topup: bool = False) -> InlineKeyboardMarkup:
+    return _column(*([_BUY] if topup else []), _HOME)
 
 
 # ---- payments, cabinet, my videos -------------------------------------------
@@ -131,8 +144,11 @@ class PayCb(CallbackData, prefix="pay"):
     pack_id: str = ""
 
 
+_BUY = (texts.BTN_BUY_CREDITS, PayCb(action="list"))
+
+
 class ProfileCb(CallbackData, prefix="pr"):
-    action: str  # cabinet
+    action: str  # cabinet | purchases
 
 
 class VideosCb(CallbackData, prefix="vp"):
@@ -167,9 +183,16 @@ def cabinet() -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
     kb.button(text=texts.BTN_MY_VIDEOS, callback_data=VideosCb(page=0))
+    kb.button(text=texts.BTN_PURCHASES, callback_data=ProfileCb(action="purchases"))
     kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
-    kb.adjust(2, 1)
+    kb.adjust(2, 1, 1)
     return kb.as_markup()
+
+
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
+def purchases() -> InlineKeyboardMarkup:
+    return _column((texts.BTN_TOPUP, PayCb(action="list")), (texts.BTN_CABINET, ProfileCb(action="cabinet")),
+                   _HOME)
 
 
 def videos(job_ids: list[tuple[int, int]], page: int, has_next: bool) -> InlineKeyboardMarkup:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from aiogram import Bot
@@ -20,6 +21,7 @@ from neurocards.bot import keyboards, texts
 from neurocards.jobs.alerts import OperatorAlert
 from neurocards.jobs.failures import Failure, FailureClass
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
+from neurocards.jobs.orders import BalanceView
 from neurocards.store.jobs import Job
 
 log = logging.getLogger("neurocards.delivery")
@@ -27,8 +29,10 @@ log = logging.getLogger("neurocards.delivery")
 
 class TelegramNotifier:
     def __init__(self, bot: Bot, *, admin_ids: tuple[int, ...], support_username: str,
-                 max_upload_bytes: int) -> None:
+                 max_upload_bytes: int, balance_view: Callable[[int], BalanceView] | None = None) -> None:
         self.bot = bot
+        # How a balance compares with the price of one video now (low-balance line, top-up button).
+        self.balance_view = balance_view or (lambda balance: BalanceView(balance, price=0, low_videos=0))
         self.admin_ids = admin_ids
         self.support_username = support_username
         self.max_upload_bytes = max_upload_bytes
@@ -44,7 +48,7 @@ class TelegramNotifier:
             raise DeliveryError(DeliveryErrorKind.REJECTED, "nothing to send")
         try:
             message = await self.bot.send_video(
-                job.chat_id, video, caption=texts.video_ready(balance, simple=simple),
+                job.chat_id, video, caption=texts.video_ready(self.balance_view(balance), simple=simple),
                 reply_markup=keyboards.video_result(job.product_id), supports_streaming=True)
         except TelegramRetryAfter as exc:
             raise DeliveryError(DeliveryErrorKind.RETRY_AFTER, exc.message, float(exc.retry_after)) from None
@@ -67,27 +71,29 @@ class TelegramNotifier:
 
     async def job_failed(self, job: Job, failure: Failure, attempts: int, balance: int) -> None:
         cls = failure.cls
+        topup = self.balance_view(balance).short
         if cls is FailureClass.USER_VIOLATION:
             reason = texts.VIOLATION_REASONS["people"] if _mentions_people(failure.text) \
                 else texts.VIOLATION_REASONS["default"]
             await self.bot.send_message(job.chat_id, texts.failed_violation(reason, balance),
-                                        reply_markup=keyboards.failed_violation())
+                                        reply_markup=keyboards.failed_violation(topup=topup))
         elif cls in (FailureClass.BILLING, FailureClass.OUR_BUG):
             await self.bot.send_message(job.chat_id, texts.failed_technical(balance, self.support_username),
-                                        reply_markup=keyboards.failed_retry(job.product_id))
+                                        reply_markup=keyboards.failed_retry(job.product_id, topup=topup))
         elif cls is FailureClass.TIMEOUT:
             await self.bot.send_message(job.chat_id, texts.failed_timeout(balance),
-                                        reply_markup=keyboards.failed_retry(job.product_id))
+                                        reply_markup=keyboards.failed_retry(job.product_id, topup=topup))
         elif cls is FailureClass.PHOTO_GONE:
             await self.bot.send_message(job.chat_id, texts.failed_photo_gone(balance),
-                                        reply_markup=keyboards.failed_violation())
+                                        reply_markup=keyboards.failed_violation(topup=topup))
         else:
             await self.bot.send_message(job.chat_id, texts.failed_after_retries(attempts, balance),
-                                        reply_markup=keyboards.failed_retry(job.product_id))
+                                        reply_markup=keyboards.failed_retry(job.product_id, topup=topup))
 
     async def delivery_failed(self, job: Job, balance: int) -> None:
+        topup = self.balance_view(balance).short
         await self.bot.send_message(job.chat_id, texts.delivery_failed(balance),
-                                    reply_markup=keyboards.failed_retry(job.product_id))
+                                    reply_markup=keyboards.failed_retry(job.product_id, topup=topup))
 
     async def job_waiting(self, job: Job, eta_minutes: int) -> None:
         await self.bot.send_message(job.chat_id, texts.queue_wait(eta_minutes))

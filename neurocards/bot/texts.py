@@ -16,6 +16,7 @@ from neurocards.jobs.alerts import (
     NoPayingKey,
     OperatorAlert,
 )
+from neurocards.jobs.orders import BalanceView
 from neurocards.store.stats import PeriodStats, UserReport
 
 # ---- buttons -------------------------------------------------------------
@@ -112,12 +113,28 @@ def not_enough_credits(cost: int, balance: int) -> str:
     )
 
 
-def accepted(count: int, balance: int) -> str:
+def accepted(count: int, view: BalanceView) -> str:
     videos = "видео" if count == 1 else f"{count} видео"
     return (
-        f"⏳ Принял! Генерация запущена, обычно 3–10 минут. Баланс: {balance}\n\n"
+        f"⏳ Принял! Генерация запущена, обычно 3–10 минут. Баланс: {view.balance} кр.\n\n"
         f"Пришлю {videos} сюда, как только будет готово. Можно пока отправить новое фото."
+        + _low_balance_note(view)
     )
+
+
+def low_balance(view: BalanceView) -> str:
+    """One line for a balance that is running out; empty while it is not."""
+    if not view.low:
+        return ""
+    if view.short:
+        return (f"⚠️ Кредитов не хватает на следующее видео (нужно {view.price} кр.). "
+                "Пополните баланс, чтобы продолжить.")
+    return f"⚠️ Кредиты заканчиваются: хватит ещё на {view.videos_left} видео."
+
+
+def _low_balance_note(view: BalanceView) -> str:
+    line = low_balance(view)
+    return f"\n\n{line}" if line else ""
 
 
 def limit_reached(kind: str, limit: int, retry_in_s: int) -> str:
@@ -144,9 +161,9 @@ SIMPLE_MODE_NOTE = (
 )
 
 
-def video_ready(balance: int, simple: bool = False) -> str:
+def video_ready(view: BalanceView, simple: bool = False) -> str:
     note = "\nℹ️ Сделано в упрощённом режиме: основной сервис был недоступен." if simple else ""
-    return f"✅ Видео готово! Баланс: {balance} кр.{note}"
+    return f"✅ Видео готово! Баланс: {view.balance} кр.{note}" + _low_balance_note(view)
 
 
 FIRST_RETRY = "⚠️ Первая попытка не удалась, пробуем ещё раз…"
@@ -288,6 +305,9 @@ PHOTO_PROBLEMS = {
 BTN_TOPUP = "💳 Пополнить"
 BTN_CABINET = "👤 Кабинет"
 BTN_MY_VIDEOS = "📂 Мои видео"
+BTN_BUY_CREDITS = "💳 Купить кредиты"
+BTN_VIDEOS = "🎞 Мои видео"
+BTN_PURCHASES = "🧾 История покупок"
 BTN_PREV = "◀️"
 BTN_NEXT = "▶️"
 
@@ -493,3 +513,17 @@ def admin_promo_created(code: str, credits: int, uses: int | None, link: str) ->
     limit = f"{uses} активаций" if uses else "без ограничения активаций"
     return (f"✅ Промокод <code>{escape(code)}</code>: +{credits} кр., {limit}.\n"
             f"Ссылка: {escape(link)}")
+
+
+# ---- purchase history ----------------------------------------------------------
+NO_PURCHASES = "🧾 Покупок пока не было. Пополнить баланс можно кнопкой «💳 Пополнить»."
+
+
+def purchases(lines: list[tuple[str, str, int, int, bool]], total: int) -> str:
+    """(day, pack label, stars, credits, refunded) of the latest purchases, newest first."""
+    items = "\n".join(
+        f"{escape(day)} — {escape(label)}: {stars} ⭐ → {credits} кр."
+        + (" ↩️ возвращено" if refunded else "")
+        for day, label, stars, credits, refunded in lines)
+    more = f"\n\nПоказаны последние {len(lines)} из {total}." if total > len(lines) else ""
+    return f"🧾 <b>История покупок</b>\n\n{items}{more}"

@@ -28,6 +28,27 @@ class Quote:
         return self.balance >= self.cost
 
 
+@dataclass(frozen=True)
+class BalanceView:
+    """A balance next to the price of one video now: what the seller should be told about it."""
+
+    balance: int
+    price: int  # one video from the provider new orders go to now
+    low_videos: int  # warn below this many videos (0: never)
+
+    @property
+    def videos_left(self) -> int:
+        return self.balance // self.price if self.price > 0 else 0
+
+    @property
+    def low(self) -> bool:
+        return self.videos_left < self.low_videos
+
+    @property
+    def short(self) -> bool:
+        """Not enough for one more video: offer the top-up right there."""
+        return self.balance < self.price
+
 
 class LimitReached(Exception):
     """A per-user limit stops this order; `kind` says which, `retry_in_s` when it resets."""
@@ -52,6 +73,10 @@ class Orders:
     def quote(self, count: int, balance: int) -> Quote:
         entry = self.chain.choose()
         return Quote(count=count, cost=count * entry.cost, balance=balance, simple=entry.simple)
+
+    def balance_view(self, balance: int) -> BalanceView:
+        return BalanceView(balance=balance, price=self.chain.choose().cost,
+                           low_videos=self.config.credits.low_balance_videos)
 
     async def launch(self, *, user_id: int, chat_id: int, product_id: int, template_id: str, wishes: str,
                      count: int, request_key: str) -> NewJobs:

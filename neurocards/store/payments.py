@@ -150,6 +150,14 @@ class PaymentStore:
         return (int(row["n"]), int(row["stars"])) if row else (0, 0)
 
 
+    async def history(self, user_id: int, limit: int = 10) -> tuple[list[Payment], int]:
+        """The user's latest payments, newest first, and how many there are in all."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM payments WHERE user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
+        total = await self.db.fetchone("SELECT COUNT(*) AS n FROM payments WHERE user_id = ?", (user_id,))
+        return [Payment.from_row(r) for r in rows], int(total["n"]) if total else 0
+
+
 async def _balance(conn: aiosqlite.Connection, user_id: int) -> int:
     row = await (await conn.execute("SELECT balance FROM users WHERE id = ?", (user_id,))).fetchone()
     return int(row["balance"]) if row else 0

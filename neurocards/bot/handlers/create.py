@@ -186,7 +186,8 @@ async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMCo
     await query.answer()
     await state.clear()
     log.info("user %d: launched jobs %s", user.id, created.job_ids)
-    await show(query, texts.accepted(len(created.job_ids), created.balance), keyboards.menu_only())
+    view = svc.orders.balance_view(created.balance)
+    await show(query, texts.accepted(len(created.job_ids), view), keyboards.accepted(topup=view.short))
 
 
 async def anything_else(message: Message) -> None:

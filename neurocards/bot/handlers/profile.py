@@ -18,6 +18,7 @@ from neurocards.store.users import User
 log = logging.getLogger("neurocards.bot")
 
 PAGE_SIZE = 5
+PURCHASES_SHOWN = 15
 
 
 def _day(ts: float) -> str:
@@ -40,6 +41,18 @@ async def cabinet(query: CallbackQuery, bot: Bot, svc: Services, user: User) -> 
         stars=stars, link=await invite_link(bot, svc, user.id), invited=referrals.invited,
         earned=referrals.earned, bonus=rules.bonus_credits, bonus_on=rules.bonus_on)
     await show(query, text, keyboards.cabinet())
+
+
+async def purchases(query: CallbackQuery, svc: Services, user: User) -> None:
+    await query.answer()
+    items, total = await svc.payments.store.history(user.id, limit=PURCHASES_SHOWN)
+    if not items:
+        await show(query, texts.NO_PURCHASES, keyboards.purchases())
+        return
+    labels = {p.id: p.label for p in svc.config.payments.packs}
+    lines = [(_day(p.created_at), labels.get(p.pack_id, p.pack_id), p.stars, p.credits, p.status == "refunded")
+             for p in items]
+    await show(query, texts.purchases(lines, total), keyboards.purchases())
 
 
 async def videos(query: CallbackQuery, callback_data: VideosCb, svc: Services, user: User) -> None:
@@ -81,6 +94,7 @@ def make_router() -> Router:
     """A fresh router per Dispatcher (a router can belong to one parent only)."""
     router = Router(name="profile")
     router.callback_query.register(cabinet, ProfileCb.filter(F.action == "cabinet"))
+    router.callback_query.register(purchases, ProfileCb.filter(F.action == "purchases"))
     router.callback_query.register(videos, VideosCb.filter())
     router.callback_query.register(replay, ReplayCb.filter())
     return router
