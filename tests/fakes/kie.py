@@ -117,6 +117,9 @@ class FakeTask:
 Handler = Callable[[web.Request, str | None], Awaitable[tuple[int, Any]]]
 
 
+IMAGE_MAX_BYTES = 10 * 1024 * 1024
+
+
 class FakeKie:
     def __init__(self, keys: Iterable[str] = ("kie-test-key-0001",)) -> None:
         self.keys: set[str] = set(keys)
@@ -140,7 +143,7 @@ class FakeKie:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=100 * 1024 * 1024)  # stream uploads take big files
         route = self._route
         app.router.add_post("/api/file-stream-upload", route("upload", self._upload))
         app.router.add_post("/api/v1/jobs/createTask", route("createTask", self._create_market))
@@ -296,6 +299,8 @@ class FakeKie:
     def _image_ok(self, url: Any) -> bool:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return False
+        if any(up.url == url and len(up.data) > IMAGE_MAX_BYTES for up in self.uploads):
+            return False  # image_urls: "max 10.0 MB" (api-notes §1)
         return url in self._issued_urls or not self.require_uploaded_images
 
     def _new_task(self, family: str, model: str, body: dict[str, Any], inp: dict[str, Any],

@@ -171,6 +171,13 @@ class FakeUser:
             raw["caption"] = caption
         return self._push_message(raw, kind="document", media=data, file_id=record.file_id)
 
+    async def send_animation(self, data: bytes, *, file_name: str = "animation.mp4") -> dict[str, Any]:
+        """A GIF as Telegram delivers it: a silent MP4 `animation`, with `document` set too."""
+        meta = {"file_name": file_name, "mime_type": "video/mp4", "width": 320, "height": 320, "duration": 2}
+        record = self._state.store_file("animation", data, meta, "mp4")
+        raw: dict[str, Any] = {"animation": record.as_media(), "document": record.as_media()}
+        return self._push_message(raw, kind="animation", media=data, file_id=record.file_id)
+
     async def click(self, message: MessageRef | None, button_text: str) -> str:
         """Press an inline callback button (text equal to, or else starting with,
         ``button_text``) on a bot message; ``None`` = the newest message having it.

@@ -24,7 +24,8 @@ from neurocards.store.users import User
 
 log = logging.getLogger("neurocards.bot")
 
-IMAGE_DOCUMENT = F.document.mime_type.in_({"image/jpeg", "image/png", "image/webp"})
+# GIFs go through the photo check too, so an animated one gets the "send a normal photo" answer.
+IMAGE_DOCUMENT = F.document.mime_type.in_({"image/jpeg", "image/png", "image/webp", "image/gif"})
 
 
 async def got_photo(message: Message, bot: Bot, state: FSMContext, svc: Services, user: User) -> None:
@@ -50,6 +51,11 @@ async def got_photo(message: Message, bot: Bot, state: FSMContext, svc: Services
     await state.set_state(CreateVideo.description)
     await state.update_data(product_id=product_id)
     await message.answer(texts.ASK_DESCRIPTION, reply_markup=keyboards.cancel_only())
+
+
+async def got_animation(message: Message) -> None:
+    """Telegram turns GIFs into silent MP4 "animations": never a product photo."""
+    await message.answer(texts.PHOTO_PROBLEMS["animated"], reply_markup=keyboards.cancel_only())
 
 
 async def expected_photo(message: Message) -> None:
@@ -202,6 +208,7 @@ async def stale_button(query: CallbackQuery) -> None:
 def make_router() -> Router:
     """A fresh router per Dispatcher (a router can belong to one parent only)."""
     router = Router(name="create")
+    router.message.register(got_animation, F.animation)
     router.message.register(got_photo, F.photo | IMAGE_DOCUMENT)
     router.message.register(expected_photo, CreateVideo.photo)
     router.message.register(got_description, CreateVideo.description)
