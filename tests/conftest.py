@@ -47,8 +47,28 @@ def ledger_violations(db_path: Path) -> list[str]:
             " WHERE job_id = j.id AND reason = 'job_refund')"
         ):
             problems.append(f"job {job_id}: delivered and refunded")
+        problems += _price_adjustment_violations(conn)
     finally:
         conn.close()
+    return problems
+
+
+def _price_adjustment_violations(conn: sqlite3.Connection) -> list[str]:
+    """A delivered job made by a cheaper provider got the difference back once; no other job did."""
+    if "price" not in {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}:
+        return []
+    problems = []
+    for job_id, state, cost, price, charged, adjusted in conn.execute(
+        "SELECT j.id, j.state, j.cost, j.price,"
+        " (SELECT -SUM(delta) FROM credit_ledger WHERE job_id = j.id AND reason = 'job_charge'),"
+        " (SELECT SUM(delta) FROM credit_ledger WHERE job_id = j.id AND reason = 'price_adjustment')"
+        " FROM jobs j"
+    ):
+        due = (charged or 0) - price if state == "done" and price is not None and charged \
+            and price < charged else None
+        if adjusted != due:
+            problems.append(f"job {job_id} ({state}, cost {cost}, price {price}): "
+                            f"price adjustment {adjusted}, expected {due}")
     return problems
 
 

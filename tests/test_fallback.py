@@ -20,11 +20,15 @@ async def test_kie_down_falls_over_to_sandbox_and_comes_back(harness: Harness) -
     assert "упрощённом режиме" in first.text
     jobs = await harness.wait_jobs(lambda rows: all(r["state"] == "done" for r in rows))
     assert jobs[0]["provider"] == "sandbox" and harness.kie.count("veoGenerate") == 2
-    assert harness.balance(9001) == 90  # charged the KIE price it was ordered at, once
+    # Ordered at the KIE price, made by the sandbox: the seller pays the sandbox's 4, not 10.
+    assert harness.balance(9001) == 96
+    assert harness.ledger(9001) == [(100, "welcome"), (-10, "job_charge"), (6, "price_adjustment")]
+    assert "Стоимость: 4 кр." in first.text and "вместо 10 кр." in first.text
+    assert "Баланс: 96 кр." in first.text
 
     # While KIE is set aside, the seller sees the simpler mode and its price before confirming.
     confirm = await walk_to_confirm(user, quantity=2)
-    assert "упрощённом" in confirm.text and "8" in confirm.text
+    assert "упрощённом" in confirm.text and "8" in confirm.text and "дешевле" in confirm.text
     await user.click(confirm, "❌ Отмена")
 
     harness.kie._faults.clear()  # KIE is back
@@ -37,7 +41,8 @@ async def test_kie_down_falls_over_to_sandbox_and_comes_back(harness: Harness) -
     jobs = await harness.wait_jobs(lambda rows: len(rows) == 2 and all(r["state"] == "done" for r in rows))
     assert jobs[1]["provider"] == "kie"
     assert "упрощённом" not in videos(user)[1].text
-    assert harness.balance(9001) == 80
+    assert "Стоимость: 10 кр." in videos(user)[1].text and "вместо" not in videos(user)[1].text
+    assert harness.balance(9001) == 86
 
 
 async def test_a_chain_of_kie_models(harness: Harness) -> None:
@@ -51,3 +56,36 @@ async def test_a_chain_of_kie_models(harness: Harness) -> None:
     task = list(harness.kie.tasks.values())[-1]
     assert task.model == "kling-2.6/image-to-video"
     assert "упрощённом" not in videos(user)[0].text  # another KIE model is not a "simpler" video
+    assert harness.balance(9002) == 20  # same price for both models (per_provider is empty)
+
+
+async def test_a_chain_of_kie_models_with_different_prices(harness: Harness) -> None:
+    kling = "kie:kling-2.6/image-to-video"
+    harness.overrides = {"generation": {"providers": ["kie", kling], "fallback_failures": 1,
+                                        "fallback_cooldown_s": 60},
+                         "credits": {"per_video": 10, "per_provider": {kling: 7}}}
+    await harness.start()
+    user = harness.tg.user(9003)
+    harness.kie.fail_next("veoGenerate", code=455, msg="Service Unavailable", times=10)
+    await launch(user, quantity=2)
+    await harness.tg.wait_until(lambda: len(videos(user)) == 2, timeout=30)
+    jobs = await harness.wait_jobs(lambda rows: len(rows) == 2 and all(r["state"] == "done" for r in rows))
+    assert {j["provider"] for j in jobs} == {kling} and {j["price"] for j in jobs} == {7}
+    assert harness.balance(9003) == 30 - 2 * 10 + 2 * 3
+    assert sorted(harness.ledger(9003)) == sorted([(30, "welcome"), (-10, "job_charge"), (-10, "job_charge"),
+                                                   (3, "price_adjustment"), (3, "price_adjustment")])
+    assert all("Стоимость: 7 кр." in v.text for v in videos(user))
+
+    # Ordered at the cheaper model and moved to a dearer one: never charged more than confirmed.
+    harness.kie._faults.clear()
+    assert harness.app is not None
+    harness.app.chain.primary.down_until = 0.0
+    harness.overrides["generation"]["providers"] = [kling, "kie"]
+    await harness.restart()
+    harness.kie.fail_next("createTask", code=455, msg="Service Unavailable", times=10)
+    await launch(user)
+    await harness.tg.wait_until(lambda: len(videos(user)) == 3, timeout=30)
+    jobs = await harness.wait_jobs(lambda rows: len(rows) == 3 and all(r["state"] == "done" for r in rows))
+    assert jobs[2]["provider"] == "kie" and jobs[2]["cost"] == 7 and jobs[2]["price"] is None
+    assert harness.balance(9003) == 16 - 7
+    assert "Стоимость: 7 кр." in videos(user)[2].text

@@ -48,7 +48,7 @@ class TelegramNotifier:
             raise DeliveryError(DeliveryErrorKind.REJECTED, "nothing to send")
         try:
             message = await self.bot.send_video(
-                job.chat_id, video, caption=texts.video_ready(self.balance_view(balance), simple=simple),
+                job.chat_id, video, caption=self._ready_caption(job, balance, simple),
                 reply_markup=keyboards.video_result(job.product_id), supports_streaming=True)
         except TelegramRetryAfter as exc:
             raise DeliveryError(DeliveryErrorKind.RETRY_AFTER, exc.message, float(exc.retry_after)) from None
@@ -65,6 +65,13 @@ class TelegramNotifier:
         if message.document is not None:
             return message.document.file_id
         raise DeliveryError(DeliveryErrorKind.REJECTED, "Telegram returned no video")
+
+    def _ready_caption(self, job: Job, balance: int, simple: bool) -> str:
+        # The balance was read before the job is marked done; marking it done returns the price
+        # difference of a cheaper provider (a database trigger), so show the balance after it.
+        refund_due = job.cost - job.price_paid
+        return texts.video_ready(self.balance_view(balance + refund_due), simple=simple,
+                                 paid=job.price_paid, ordered=job.cost)
 
     async def job_retrying(self, job: Job, failure: Failure) -> None:
         await self.bot.send_message(job.chat_id, texts.FIRST_RETRY)

@@ -155,15 +155,22 @@ UNKNOWN_INPUT = "Не понял 🤔 Воспользуйтесь кнопка�
 # ---- results -------------------------------------------------------------
 
 
-SIMPLE_MODE_NOTE = (
-    "ℹ️ Основной сервис генерации сейчас недоступен, поэтому видео будет сделано в упрощённом "
-    "режиме (плавный наезд камеры на ваше фото) — и стоит дешевле."
-)
+def simple_mode_note(cheaper: bool) -> str:
+    """`cheaper`: the simpler way really costs less than the main one (credits.per_provider)."""
+    return ("ℹ️ Основной сервис генерации сейчас недоступен, поэтому видео будет сделано в упрощённом "
+            "режиме (плавный наезд камеры на ваше фото)" + (" — и стоит дешевле." if cheaper else "."))
 
 
-def video_ready(view: BalanceView, simple: bool = False) -> str:
+def video_ready(view: BalanceView, simple: bool = False, *, paid: int | None = None,
+                ordered: int | None = None) -> str:
     note = "\nℹ️ Сделано в упрощённом режиме: основной сервис был недоступен." if simple else ""
-    return f"✅ Видео готово! Баланс: {view.balance} кр.{note}" + _low_balance_note(view)
+    price = ""
+    if paid is not None:
+        price = f"\n💳 Стоимость: {paid} кр."
+        if ordered is not None and paid < ordered:
+            price += (f" Видео сделал более дешёвый способ, поэтому вместо {ordered} кр. списано {paid} — "
+                      f"{ordered - paid} кр. вернулись на баланс.")
+    return f"✅ Видео готово! Баланс: {view.balance} кр.{price}{note}" + _low_balance_note(view)
 
 
 FIRST_RETRY = "⚠️ Первая попытка не удалась, пробуем ещё раз…"

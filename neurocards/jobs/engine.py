@@ -371,9 +371,13 @@ class Engine:
         template = self.templates.get(job.template)
         model = self.chain.model_for(target, template.model if template else None)
         log.warning("job %d: %s unavailable, moving to %s", job.id, job.provider, target.name)
+        # The seller pays what the provider that makes the video costs, never more than ordered:
+        # the database gives the difference back when the video is delivered.
+        price = target.cost if target.cost < job.cost else None
         return await self.jobs.update(
             job.id, provider=target.name, model=model, state=JobState.QUEUED, image_url=None, task_id=None,
-            key_id=None, attempts=0, event=f"provider {job.provider} unavailable, moved to {target.name}")
+            key_id=None, attempts=0, price=price,
+            event=f"provider {job.provider} unavailable, moved to {target.name}")
 
     def _keys_left(self, backend: VideoProvider) -> int:
         available = getattr(backend, "available_keys", None)

@@ -22,6 +22,7 @@ class Quote:
     cost: int
     balance: int
     simple: bool = False  # the main way to make videos is unavailable; a plainer one is used
+    cheaper: bool = False  # ...and it costs less than the main one
 
     @property
     def affordable(self) -> bool:
@@ -72,7 +73,8 @@ class Orders:
 
     def quote(self, count: int, balance: int) -> Quote:
         entry = self.chain.choose()
-        return Quote(count=count, cost=count * entry.cost, balance=balance, simple=entry.simple)
+        return Quote(count=count, cost=count * entry.cost, balance=balance, simple=entry.simple,
+                     cheaper=entry.cost < self.chain.primary.cost)
 
     def balance_view(self, balance: int) -> BalanceView:
         return BalanceView(balance=balance, price=self.chain.choose().cost,

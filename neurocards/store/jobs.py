@@ -57,6 +57,12 @@ class Job:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    # Set when the job moved to a provider cheaper than `cost`; delivery then costs this much.
+    price: int | None = None
+
+    @property
+    def price_paid(self) -> int:
+        return self.price if self.price is not None and self.price < self.cost else self.cost
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:

@@ -86,7 +86,7 @@ MIGRATIONS: list[str] = [
         id          INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id     INTEGER NOT NULL REFERENCES users(id),
         delta       INTEGER NOT NULL CHECK (delta != 0),
-        reason      TEXT NOT NULL,     -- welcome | job_charge | job_refund | admin | payment | referral
+        reason      TEXT NOT NULL,     -- welcome | job_charge | job_refund | price_adjustment | admin | payment | referral
         job_id      INTEGER REFERENCES jobs(id),
         admin_id    INTEGER,
         note        TEXT,
@@ -337,5 +337,36 @@ MIGRATIONS: list[str] = [
         at       REAL NOT NULL
     );
     CREATE INDEX promo_attempts_user ON promo_attempts(user_id, at);
+    """,
+    # 6: fair price on fall-over. A job moved to a cheaper provider than the one it was ordered
+    # at records that price; when it is delivered the difference comes back as one ledger row.
+    # A refund and an adjustment of the same job exclude each other.
+    """
+    ALTER TABLE jobs ADD COLUMN price INTEGER CHECK (price IS NULL OR price > 0);
+
+    CREATE UNIQUE INDEX ledger_price_adjustment_once ON credit_ledger(job_id)
+        WHERE reason = 'price_adjustment';
+
+    CREATE TRIGGER ledger_price_adjustment_rules BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'price_adjustment' AND (
+        NEW.job_id IS NULL OR NEW.delta <= 0
+        OR NOT EXISTS (SELECT 1 FROM credit_ledger WHERE job_id = NEW.job_id AND reason = 'job_charge'
+                       AND user_id = NEW.user_id AND -delta > NEW.delta)
+        OR EXISTS (SELECT 1 FROM credit_ledger WHERE job_id = NEW.job_id AND reason = 'job_refund'))
+    BEGIN SELECT RAISE(ABORT, 'a price adjustment returns part of the charge of a job not refunded'); END;
+
+    CREATE TRIGGER ledger_no_refund_after_price_adjustment BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'job_refund' AND EXISTS (
+        SELECT 1 FROM credit_ledger WHERE job_id = NEW.job_id AND reason = 'price_adjustment')
+    BEGIN SELECT RAISE(ABORT, 'the job was delivered at an adjusted price'); END;
+
+    CREATE TRIGGER jobs_price_adjusted_on_delivery AFTER UPDATE OF state ON jobs
+    WHEN NEW.state = 'done' AND OLD.state != 'done' AND NEW.price IS NOT NULL
+    BEGIN
+        INSERT INTO credit_ledger (user_id, delta, reason, job_id, note, created_at)
+        SELECT NEW.user_id, -delta - NEW.price, 'price_adjustment', NEW.id, 'paid ' || NEW.price,
+               NEW.updated_at
+        FROM credit_ledger WHERE job_id = NEW.id AND reason = 'job_charge' AND -delta > NEW.price;
+    END;
     """,
 ]

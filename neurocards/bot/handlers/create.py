@@ -151,7 +151,7 @@ async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, state:
     text = texts.confirm(product.description or "", template.title, data.get("wishes", ""),
                          quote.count, quote.cost, quote.balance)
     if quote.simple:
-        text += "\n\n" + texts.SIMPLE_MODE_NOTE
+        text += "\n\n" + texts.simple_mode_note(quote.cheaper)
     await show(query, text, keyboards.confirm(nonce))
 
 
