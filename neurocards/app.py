@@ -30,25 +30,19 @@ from neurocards.bot.middlewares import (
 )
 from neurocards.bot.notifier import TelegramNotifier
 from neurocards.bot.rate_limit import TelegramPacing
-from neurocards.bot.services import Services
-from neurocards.bot.session import JsonBodySession
+from neurocards.bot.session import JsonBodySession, RotatingProxySession
 from neurocards.config import Config, ConfigError
 from neurocards.jobs.alerts import Alerts, BalanceWatch, JobsResumed, Watchdog
 from neurocards.jobs.chain import ChainEntry, ProviderChain
 from neurocards.jobs.engine import Engine
-from neurocards.jobs.orders import Orders
 from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics, OpsServer, engine_health, pool_states
 from neurocards.providers.base import VideoProvider
 from neurocards.providers.kie_callbacks import CallbackServer
-from neurocards.proxies import (
-    ProxyConfigError,
-    ProxyPool,
-    RotatingProxySession,
-    RotatingProxyTransport,
-    load_proxies,
-)
+from neurocards.proxies import ProxyConfigError, ProxyPool, RotatingProxyTransport, load_proxies
+from neurocards.services import Services
+from neurocards.services.orders import Orders
 from neurocards.store.backup import AlreadyRunning, RunLock, backup_database_async
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobStore

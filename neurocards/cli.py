@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _user(config: Config, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from neurocards.jobs.admin import ban_user, unban_user
+    from neurocards.services.admin import ban_user, unban_user
     from neurocards.store.db import Database
     from neurocards.store.jobs import JobStore
     from neurocards.store.stats import user_report
@@ -184,7 +184,7 @@ async def _promo(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _credits(config: Config, args: argparse.Namespace) -> int:
-    from neurocards.jobs.credits import NotEnoughToRemove, add_credits
+    from neurocards.services.credits import NotEnoughToRemove, add_credits
     from neurocards.store.db import Database
     from neurocards.store.users import UserStore
 
@@ -232,10 +232,9 @@ async def _payments(config: Config, args: argparse.Namespace) -> int:
 
     from neurocards.app import proxy_pools
     from neurocards.bot.billing import star_refunder, tell_refunded
-    from neurocards.bot.session import JsonBodySession
-    from neurocards.jobs.payments import CreditsSpent, Payments, RefundRefused
-    from neurocards.jobs.referrals import Referrals
-    from neurocards.proxies import RotatingProxySession
+    from neurocards.bot.session import JsonBodySession, RotatingProxySession
+    from neurocards.services.payments import CreditsSpent, Payments, RefundRefused
+    from neurocards.services.referrals import Referrals
     from neurocards.store.activity import ActivityStore
     from neurocards.store.db import Database
     from neurocards.store.payments import PaymentStore

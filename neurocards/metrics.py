@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -25,7 +25,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from neurocards.store.db import Database
 from neurocards.store.jobs import JobState
+from neurocards.store.monitoring import jobs_by_state, jobs_due
 
 log = logging.getLogger("neurocards.metrics")
 
@@ -35,12 +37,6 @@ DELIVERY_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300, math.inf
 KEY_STATES = ("active", "cooling", "disabled")
 
 StatesFn = Callable[[], list[dict[str, Any]]]
-
-
-class _Fetches(Protocol):
-    """The slice of `neurocards.store.db.Database` that `refresh` needs."""
-
-    async def fetchall(self, sql: str, params: tuple = ...) -> list[Any]: ...
 
 
 class Metrics:
@@ -132,23 +128,18 @@ class Metrics:
 
     # ---- pulled from the database -----------------------------------------------
 
-    async def refresh(self, db: _Fetches, *, force: bool = False) -> bool:
+    async def refresh(self, db: Database, *, force: bool = False) -> bool:
         """Re-read job counts; skipped (returns False) within `refresh_interval_s` of the last
         read, so frequent scrapes cost at most one small query per interval."""
         now = time.monotonic()
         if not force and now - self._refreshed_at < self._refresh_interval_s:
             return False
         self._refreshed_at = now
-        rows = await db.fetchall("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-        counts = {str(row[0]): int(row[1]) for row in rows}
+        counts = await jobs_by_state(db)
         self._states |= set(counts)
         for state in self._states:  # a state that emptied out must drop to 0, not stay stale
             self.jobs.labels(state=state).set(counts.get(state, 0))
-        # Same predicate as JobStore.claim_runnable, so it is served by the jobs_runnable index.
-        due = await db.fetchall(
-            "SELECT COUNT(*) FROM jobs WHERE claimed = 0 AND state NOT IN ('done', 'failed')"
-            " AND run_after <= ?", (time.time(),))
-        self.waiting.set(int(due[0][0]) if due else 0)
+        self.waiting.set(await jobs_due(db, time.time()))
         return True
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:

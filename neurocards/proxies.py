@@ -1,37 +1,24 @@
-"""Outbound proxies: `proxies.txt` parsing, a round-robin pool with cool-down, and adapters that
-make httpx (KIE, OpenAI) and aiogram (Telegram) rotate through it. Credentials stay in
-`Proxy.url`/`.password`; logs, metrics and exception messages only ever get `Proxy.label`."""
+"""Outbound proxies: `proxies.txt` parsing, a round-robin pool with cool-down, and the httpx
+transport that makes KIE and OpenAI rotate through it (Telegram's aiogram session over the same
+pool is neurocards/bot/session.py). Credentials stay in `Proxy.url`/`.password`; logs, metrics
+and exception messages only ever get `Proxy.label`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import Any, NoReturn, cast
 from urllib.parse import quote, unquote, urlsplit
 
-import aiohttp
-import aiohttp_socks
 import httpx
 import python_socks
-from aiogram.__meta__ import __version__ as aiogram_version
-from aiogram.exceptions import TelegramNetworkError
-from aiogram.methods.base import TelegramType
-from aiohttp.hdrs import USER_AGENT
-from aiohttp.http import SERVER_SOFTWARE
 from httpx._multipart import MultipartStream
 from httpx_socks import AsyncProxyTransport
 from python_socks import ProxyType
-
-from neurocards.bot.session import JsonBodySession
-
-if TYPE_CHECKING:
-    from aiogram import Bot
-    from aiogram.methods import TelegramMethod
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +216,7 @@ class ProxyPool:
                  "successes": h.successes} for p, h in self._health.items()]
 
 
-def _failure_text(proxy: Proxy | None, exc: BaseException) -> str:
+def failure_text(proxy: Proxy | None, exc: BaseException) -> str:
     via = f"via proxy {proxy.label}" if proxy is not None else "direct"
     return f"{via}: {type(exc).__name__}: {exc}"
 
@@ -310,116 +297,4 @@ def _raise_as_httpx(exc: BaseException, proxy: Proxy | None, request: httpx.Requ
     if isinstance(exc, httpx.TransportError):
         raise exc
     kind = httpx.ConnectError if proxy is None else httpx.ProxyError
-    raise kind(_failure_text(proxy, exc), request=request) from exc
-
-
-# --- aiogram ----------------------------------------------------------------------------------
-
-# Failures while connecting (to the proxy, through it, or the TLS handshake behind it): Telegram
-# never saw the request, so a replay cannot send a message twice. Errors after the request went
-# out (disconnects, read timeouts) are not retried or blamed on the proxy.
-_AIOHTTP_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    # aiohttp < 3.10 raised ServerTimeoutError for sock_connect (we set no sock_read limit).
-    aiohttp.ClientConnectorError, getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ServerTimeoutError),
-    aiohttp.ClientHttpProxyError,
-    aiohttp_socks.ProxyError, aiohttp_socks.ProxyConnectionError, aiohttp_socks.ProxyTimeoutError,
-)
-
-
-class RotatingProxySession(JsonBodySession):
-    """aiogram session with one aiohttp ClientSession per proxy (plus one for direct), created
-    lazily; a connect-phase failure cools the proxy and replays the call once via the next."""
-
-    def __init__(self, pool: ProxyPool, *, connect_timeout: float = 15.0, limit: int = 100,
-                 **kwargs: Any) -> None:
-        super().__init__(limit=limit, **kwargs)
-        self._pool = pool
-        self._connect_timeout = connect_timeout
-        self._sessions: dict[Proxy | None, aiohttp.ClientSession] = {}
-
-    async def _session_for(self, proxy: Proxy | None) -> aiohttp.ClientSession:
-        session = self._sessions.get(proxy)
-        if session is None or session.closed:
-            connector: aiohttp.TCPConnector
-            if proxy is None:
-                connector = aiohttp.TCPConnector(**self._connector_init)
-            else:
-                connector = aiohttp_socks.ProxyConnector(
-                    host=proxy.host, port=proxy.port, proxy_type=proxy.proxy_type,
-                    username=proxy.username, password=proxy.password, rdns=proxy.rdns,
-                    proxy_ssl=proxy.proxy_ssl, **self._connector_init)
-            session = aiohttp.ClientSession(
-                connector=connector, headers={USER_AGENT: f"{SERVER_SOFTWARE} aiogram/{aiogram_version}"})
-            self._sessions[proxy] = session
-        return session
-
-    async def create_session(self) -> aiohttp.ClientSession:
-        """Base-class contract (used by `async with session`): a session for the next proxy."""
-        return await self._session_for(self._pool.next())
-
-    def _client_timeout(self, timeout: float | None) -> aiohttp.ClientTimeout:
-        total = self.timeout if timeout is None else timeout
-        # A black-holed proxy must fail over, not eat the whole (long-poll sized) timeout.
-        return aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout))
-
-    async def make_request(self, bot: Bot, method: TelegramMethod[TelegramType],
-                           timeout: int | None = None) -> TelegramType:  # noqa: ASYNC109
-        url = self.api.api_url(token=bot.token, method=method.__api_method__)
-        for attempt in (1, 2):
-            try:
-                proxy = self._pool.next()
-            except NoProxyAvailable as exc:
-                raise TelegramNetworkError(method=method, message=str(exc)) from exc
-            session = await self._session_for(proxy)
-            # Form data is single-use in aiohttp, so every attempt builds its own.
-            form = self.build_form_data(bot=bot, method=method)
-            try:
-                async with session.post(url, data=form,
-                                        timeout=self._client_timeout(timeout)) as resp:
-                    raw_result = await resp.text()
-            except _AIOHTTP_CONNECT_ERRORS as exc:
-                self._pool.mark_failed(proxy, exc)
-                if proxy is not None and attempt == 1:
-                    continue
-                raise TelegramNetworkError(method=method, message=_failure_text(proxy, exc)) from exc
-            except TimeoutError as exc:
-                raise TelegramNetworkError(method=method, message="Request timeout error") from exc
-            except aiohttp.ClientError as exc:
-                raise TelegramNetworkError(method=method, message=_failure_text(proxy, exc)) from exc
-            self._pool.mark_ok(proxy)
-            response = self.check_response(bot=bot, method=method, status_code=resp.status,
-                                           content=raw_result)
-            return cast(TelegramType, response.result)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def stream_content(self, url: str, headers: dict[str, Any] | None = None,
-                             timeout: int = 30,  # noqa: ASYNC109 (aiogram's signature)
-                             chunk_size: int = 65536, raise_for_status: bool = True,
-                             ) -> AsyncGenerator[bytes, None]:
-        """Downloads (bot.download): fail over like make_request, before the first byte only."""
-        for attempt in (1, 2):
-            try:
-                proxy = self._pool.next()
-            except NoProxyAvailable as exc:
-                raise aiohttp.ClientConnectionError(str(exc)) from exc
-            session = await self._session_for(proxy)
-            try:
-                resp = await session.get(url, timeout=self._client_timeout(timeout),
-                                         headers=headers or {}, raise_for_status=raise_for_status)
-            except _AIOHTTP_CONNECT_ERRORS as exc:
-                self._pool.mark_failed(proxy, exc)
-                if proxy is not None and attempt == 1:
-                    continue
-                raise aiohttp.ClientConnectionError(_failure_text(proxy, exc)) from exc
-            self._pool.mark_ok(proxy)
-            async with resp:
-                async for chunk in resp.content.iter_chunked(chunk_size):
-                    yield chunk
-            return
-
-    async def close(self) -> None:
-        sessions, self._sessions = [s for s in self._sessions.values() if not s.closed], {}
-        for session in sessions:
-            await session.close()
-        if sessions:  # AiohttpSession.close's grace period for SSL shutdown, once for all
-            await asyncio.sleep(0.25)
+    raise kind(failure_text(proxy, exc), request=request) from exc

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from neurocards.jobs.credits import add_credits
+from neurocards.services.credits import add_credits
 from tests.fakes.telegram_state import BotMessage, PreCheckoutRecord
 from tests.fakes.telegram_user import FakeUser, Payment
 from tests.harness import Harness

@@ -14,12 +14,12 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramNetworkError
 from aiohttp import web
 
+from neurocards.bot.session import RotatingProxySession
 from neurocards.proxies import (
     NoProxyAvailable,
     Proxy,
     ProxyConfigError,
     ProxyPool,
-    RotatingProxySession,
     RotatingProxyTransport,
     load_proxies,
     parse_proxies,

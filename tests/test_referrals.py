@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from neurocards.jobs.referrals import Referrals
+from neurocards.services.referrals import Referrals
 from neurocards.store.db import Database
 from neurocards.store.referrals import ReferralBonus, ReferralStore
 from neurocards.store.users import UserStore

@@ -21,7 +21,7 @@ from neurocards.bot.keyboards import (
     VideosCb,
     WishesCb,
 )
-from neurocards.bot.services import Services
+from neurocards.services import Services
 
 log = logging.getLogger("neurocards.activity")
 

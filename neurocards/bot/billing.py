@@ -8,7 +8,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 
 from neurocards.bot import keyboards, texts
-from neurocards.jobs.payments import Refunded, RefundStars, StarRefundFailed
+from neurocards.services.payments import Refunded, RefundStars, StarRefundFailed
 from neurocards.store.referrals import ReferralBonus
 
 log = logging.getLogger("neurocards.payments")

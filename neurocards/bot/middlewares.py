@@ -11,7 +11,7 @@ from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject
 
 from neurocards.bot import texts
-from neurocards.bot.services import Services
+from neurocards.services import Services
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 

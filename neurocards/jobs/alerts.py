@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from neurocards.store.db import Database
+from neurocards.store.monitoring import outcomes_since
 
 log = logging.getLogger("neurocards.alerts")
 
@@ -141,12 +142,6 @@ class Watchdog:
         age = self.heartbeat_age()
         if age > self.max_heartbeat_age_s:
             await self.alerts.send("engine:stalled", EngineStalled(age))
-        # A seller's own bad photo is not an outage; everything else that failed counts.
-        row = await self.db.fetchone(
-            "SELECT COUNT(*) AS total, SUM(state = 'failed' AND COALESCE(error_class, '') NOT IN"
-            " ('user_violation', 'cancelled')) AS failed FROM jobs"
-            " WHERE finished_at >= ? AND state IN ('done', 'failed')", (now - self.WINDOW_S,))
-        total = int(row["total"] or 0) if row else 0
-        failed = int(row["failed"] or 0) if row else 0
+        total, failed = await outcomes_since(self.db, now - self.WINDOW_S)
         if self.failure_rate > 0 and total >= self.min_jobs and failed / total >= self.failure_rate:
             await self.alerts.send("jobs:failure_rate", FailureRate(failed, total))

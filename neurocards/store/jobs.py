@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from neurocards.store.db import Database
-from neurocards.store.users import LedgerConflict, insert_ledger_row
+from neurocards.store.ledger import LedgerConflict, insert_ledger_row
 
 
 class JobState(StrEnum):

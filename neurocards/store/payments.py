@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields
 import aiosqlite
 
 from neurocards.store.db import Database
+from neurocards.store.ledger import insert_ledger_row
 from neurocards.store.referrals import ReferralBonus, grant_referral_bonus
-from neurocards.store.users import insert_ledger_row
 
 
 @dataclass(frozen=True)

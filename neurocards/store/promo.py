@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from neurocards.store.db import Database
-from neurocards.store.users import LedgerConflict, insert_ledger_row
+from neurocards.store.ledger import LedgerConflict, insert_ledger_row
 
 
 @dataclass(frozen=True)

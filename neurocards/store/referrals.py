@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from neurocards.store.db import Database
-from neurocards.store.users import LedgerConflict, insert_ledger_row
+from neurocards.store.ledger import LedgerConflict, insert_ledger_row
 
 CODE_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: people retype links
 CODE_LENGTH = 8

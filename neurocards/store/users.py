@@ -1,4 +1,4 @@
-"""Users, products and the credit ledger."""
+"""Users and products (the credit ledger is store/ledger.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-import aiosqlite
-
 from neurocards.store.db import Database
+from neurocards.store.ledger import LedgerRow, insert_ledger_row
 
 _REFRESH_USER = "UPDATE users SET username = ?, first_name = ?, language = ?, last_seen = ? WHERE id = ?"
 
@@ -54,47 +53,6 @@ class Product:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Product:
         return cls(**{k: row[k] for k in row.keys()})
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    id: int
-    user_id: int
-    delta: int
-    reason: str
-    job_id: int | None
-    admin_id: int | None
-    note: str | None
-    created_at: float
-    payment_id: int | None = None  # reason payment / payment_refund
-    invited_user_id: int | None = None  # reason referral
-
-
-class LedgerConflict(Exception):
-    """The database refused a ledger row (double charge/refund, negative balance)."""
-
-
-async def insert_ledger_row(
-    conn: aiosqlite.Connection,
-    *,
-    user_id: int,
-    delta: int,
-    reason: str,
-    job_id: int | None = None,
-    admin_id: int | None = None,
-    note: str | None = None,
-    payment_id: int | None = None,
-    invited_user_id: int | None = None,
-) -> None:
-    """Append a ledger row inside the caller's transaction; the trigger moves the balance."""
-    try:
-        await conn.execute(
-            "INSERT INTO credit_ledger (user_id, delta, reason, job_id, admin_id, note, payment_id,"
-            " invited_user_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (user_id, delta, reason, job_id, admin_id, note, payment_id, invited_user_id, time.time()),
-        )
-    except sqlite3.IntegrityError as exc:
-        raise LedgerConflict(str(exc)) from exc
 
 
 LAST_SEEN_RESOLUTION_S = 60.0

@@ -10,9 +10,9 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 
 from neurocards.bot import texts
-from neurocards.bot.services import Services
-from neurocards.jobs.admin import ban_user, unban_user
-from neurocards.jobs.credits import NotEnoughToRemove, add_credits
+from neurocards.services import Services
+from neurocards.services.admin import ban_user, unban_user
+from neurocards.services.credits import NotEnoughToRemove, add_credits
 from neurocards.services.promo import START_PREFIX as PROMO_START
 from neurocards.services.promo import PromoInputError
 from neurocards.store.stats import period_stats, user_report

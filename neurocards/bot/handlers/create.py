@@ -15,10 +15,10 @@ from aiogram.types import CallbackQuery, Message
 from neurocards.bot import keyboards, texts
 from neurocards.bot.handlers.common import show
 from neurocards.bot.keyboards import AgainCb, ConfirmCb, QuantityCb, TemplateCb, WishesCb
-from neurocards.bot.services import Services
 from neurocards.bot.states import CreateVideo
-from neurocards.jobs.orders import QUANTITIES, LimitReached
-from neurocards.jobs.products import MAX_DESCRIPTION_CHARS, PhotoRejected, save_product_photo
+from neurocards.services import Services
+from neurocards.services.orders import QUANTITIES, LimitReached
+from neurocards.services.products import MAX_DESCRIPTION_CHARS, PhotoRejected, save_product_photo
 from neurocards.store.jobs import DuplicateRequest, InsufficientCredits
 from neurocards.store.users import User
 

@@ -11,8 +11,8 @@ from neurocards.bot import keyboards, texts
 from neurocards.bot.handlers.common import show
 from neurocards.bot.handlers.promo import answer_text as promo_answer
 from neurocards.bot.keyboards import MenuCb
-from neurocards.bot.services import Services
 from neurocards.bot.states import CreateVideo
+from neurocards.services import Services
 from neurocards.store.users import User
 
 

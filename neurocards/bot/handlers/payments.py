@@ -15,8 +15,8 @@ from neurocards.bot.billing import star_refunder, tell_refunded
 from neurocards.bot.handlers.admin import IsAdmin
 from neurocards.bot.handlers.common import show
 from neurocards.bot.keyboards import PayCb
-from neurocards.bot.services import Services
-from neurocards.jobs.payments import (
+from neurocards.services import Services
+from neurocards.services.payments import (
     CURRENCY,
     AlreadyRefunded,
     CreditsSpent,

@@ -12,7 +12,7 @@ from aiogram.types import CallbackQuery
 from neurocards.bot import keyboards, texts
 from neurocards.bot.handlers.common import show
 from neurocards.bot.keyboards import ProfileCb, ReplayCb, VideosCb
-from neurocards.bot.services import Services
+from neurocards.services import Services
 from neurocards.store.users import User
 
 log = logging.getLogger("neurocards.bot")

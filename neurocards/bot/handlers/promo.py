@@ -12,8 +12,8 @@ from aiogram.types import CallbackQuery, Message
 from neurocards.bot import keyboards, texts
 from neurocards.bot.handlers.common import show
 from neurocards.bot.keyboards import MenuCb
-from neurocards.bot.services import Services
 from neurocards.bot.states import PromoInput
+from neurocards.services import Services
 from neurocards.services.promo import Malformed, Wait
 from neurocards.store.promo import Redeemed
 from neurocards.store.users import User

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from neurocards.store.db import Database
-from neurocards.store.users import LedgerConflict, UserStore, insert_ledger_row
+from neurocards.store.ledger import LedgerConflict, change_balance
+from neurocards.store.users import UserStore
 
 
 class NotEnoughToRemove(Exception):
@@ -35,12 +36,9 @@ async def add_credits(
     if amount == 0:
         raise ValueError("amount must not be 0")
     await users.ensure(user_id)
-    async with db.transaction() as conn:
-        try:
-            await insert_ledger_row(conn, user_id=user_id, delta=amount, reason=reason,
-                                    admin_id=admin_id, note=note)
-        except LedgerConflict:
-            row = await (await conn.execute("SELECT balance FROM users WHERE id = ?", (user_id,))).fetchone()
-            raise NotEnoughToRemove(int(row["balance"]) if row else 0) from None
-        row = await (await conn.execute("SELECT balance FROM users WHERE id = ?", (user_id,))).fetchone()
-    return CreditChange(user_id=user_id, delta=amount, balance=int(row["balance"]))
+    try:
+        balance = await change_balance(db, user_id=user_id, delta=amount, reason=reason,
+                                       admin_id=admin_id, note=note)
+    except LedgerConflict as exc:
+        raise NotEnoughToRemove(exc.balance or 0) from None
+    return CreditChange(user_id=user_id, delta=amount, balance=balance)

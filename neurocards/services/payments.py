@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from neurocards.config import Config, CreditPack
-from neurocards.jobs.referrals import Referrals
+from neurocards.services.referrals import Referrals
 from neurocards.store.activity import ActivityStore
 from neurocards.store.payments import Payment, PaymentStore
 from neurocards.store.referrals import ReferralBonus
