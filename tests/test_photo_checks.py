@@ -9,7 +9,7 @@ import zlib
 
 from PIL import Image
 
-from neurocards.jobs.products import (
+from neurocards.services.products import (
     PROVIDER_MAX_IMAGE_BYTES,
     PhotoProblem,
     PhotoRejected,

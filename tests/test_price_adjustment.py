@@ -9,7 +9,8 @@ import pytest
 
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobState, JobStore
-from neurocards.store.users import LedgerConflict, ProductStore, UserStore, insert_ledger_row
+from neurocards.store.ledger import LedgerConflict, insert_ledger_row
+from neurocards.store.users import ProductStore, UserStore
 from tests.harness import Harness, walk_to_confirm
 
 

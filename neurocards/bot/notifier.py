@@ -21,7 +21,7 @@ from neurocards.bot import keyboards, texts
 from neurocards.jobs.alerts import OperatorAlert
 from neurocards.jobs.failures import Failure, FailureClass
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
-from neurocards.jobs.orders import BalanceView
+from neurocards.services.orders import BalanceView
 from neurocards.store.jobs import Job
 
 log = logging.getLogger("neurocards.delivery")

@@ -16,7 +16,7 @@ from neurocards.jobs.alerts import (
     NoPayingKey,
     OperatorAlert,
 )
-from neurocards.jobs.orders import BalanceView
+from neurocards.services.orders import BalanceView
 from neurocards.store.stats import PeriodStats, UserReport
 
 # ---- buttons -------------------------------------------------------------
