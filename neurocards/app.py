@@ -21,8 +21,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from neurocards.bot.activity import ActivityMiddleware
 from neurocards.bot.billing import announce_referral_bonus
+from neurocards.bot.broadcaster import Broadcaster
 from neurocards.bot.fsm_storage import SQLiteStorage
-from neurocards.bot.handlers import admin, create, menu, payments, profile, promo
+from neurocards.bot.handlers import admin, broadcast, create, menu, payments, profile, promo
 from neurocards.bot.middlewares import (
     ServicesMiddleware,
     ThrottlingMiddleware,
@@ -144,7 +145,7 @@ class Application:
             if telegram_pool is not None
             else JsonBodySession(api=api, timeout=cfg.telegram.request_timeout_s))
         session.middleware(TelegramPacing(cfg.telegram.send_per_s, cfg.telegram.chat_burst,
-                                          cfg.telegram.chat_period_s))
+                                          cfg.telegram.chat_period_s, background_per_s=cfg.broadcast.per_s))
         self.bot = Bot(cfg.telegram.token, session=session,
                        default=DefaultBotProperties(parse_mode=ParseMode.HTML))
         self.notifier = TelegramNotifier(
@@ -177,6 +178,8 @@ class Application:
                 await referrals.on_video_delivered(user_id)
 
             self.engine.delivery.on_delivered = referral_on_first_video
+        self.broadcaster = Broadcaster(self.bot, services.broadcasts, cfg.broadcast)
+        services.broadcaster = self.broadcaster
         self.services = services
         self.dp = Dispatcher(storage=SQLiteStorage(self.db))
         for observer in (self.dp.message, self.dp.callback_query):
@@ -188,7 +191,8 @@ class Application:
         self.dp.pre_checkout_query.outer_middleware(ServicesMiddleware(services))
         self.dp.include_routers(admin.make_router(cfg.telegram.admin_ids), menu.make_router(),
                                 payments.make_router(cfg.telegram.admin_ids), profile.make_router(),
-                                promo.make_router(), create.make_router())
+                                promo.make_router(), broadcast.make_router(cfg.telegram.admin_ids),
+                                create.make_router())
 
         self.callbacks: CallbackServer | None = None
         if cfg.kie.callback_url and self.kie is not None:
@@ -198,6 +202,7 @@ class Application:
             await self.callbacks.start()
 
         resumed = await self.engine.start()
+        await self.broadcaster.start()
         self.metrics.bind_engine(lambda: self.engine.in_flight, lambda: self.engine.heartbeat)
         self.ops: OpsServer | None = None
         if cfg.ops.enabled:
@@ -249,6 +254,7 @@ class Application:
                 await self._polling
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
+        await self.broadcaster.stop()
         await self.engine.stop()
         if self.ops is not None:
             await self.ops.stop()

@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     disable.add_argument("code")
     disable.add_argument("--config", default="config.toml")
 
+    broadcast = sub.add_parser("broadcast", help="broadcasts sent from the bot")
+    broadcast_sub = broadcast.add_subparsers(dest="action", required=True)
+    bc_list = broadcast_sub.add_parser("list", help="every broadcast with its counts")
+    bc_list.add_argument("--json", action="store_true")
+    bc_list.add_argument("--config", default="config.toml")
+
     stats = sub.add_parser("stats", help="today and 7 days: users, videos, failures, credits")
     stats.add_argument("--json", action="store_true")
     stats.add_argument("--config", default="config.toml")
@@ -180,6 +186,34 @@ async def _promo(config: Config, args: argparse.Namespace) -> int:
               + (" DISABLED" if p.disabled else ""))
     if not items:
         print("no promo codes yet")
+    return 0
+
+
+async def _broadcasts(config: Config, args: argparse.Namespace) -> int:
+    import datetime as dt
+    from dataclasses import asdict
+
+    from neurocards.store.broadcasts import BroadcastStore
+    from neurocards.store.db import Database
+
+    db = await Database.open(config.storage.database)
+    try:
+        store = BroadcastStore(db)
+        items = [(b, await store.counts(b.id)) for b in await store.all()]
+    finally:
+        await db.close()
+    rows = [{"id": b.id, "created_at": dt.datetime.fromtimestamp(b.created_at, dt.UTC).isoformat(timespec="seconds"),
+             "admin_id": b.admin_id, "kind": b.kind, "segment": b.segment, "state": b.state, **asdict(c)}
+            for b, c in items]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    for r in rows:
+        print(f"#{r['id']} {r['created_at']} {r['kind']} to {r['segment']}: {r['state']}; sent {r['sent']},"
+              f" blocked {r['blocked']}, failed {r['failed']}, unknown {r['unknown']}, left {r['pending']}"
+              f" of {r['total']}")
+    if not rows:
+        print("no broadcasts yet")
     return 0
 
 
@@ -328,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_stats(config, args))
     if args.command == "promo":
         return asyncio.run(_promo(config, args))
+    if args.command == "broadcast":
+        return asyncio.run(_broadcasts(config, args))
     if args.command in ("backup", "restore"):
         return _backup_or_restore(config, args)
     if args.command == "payments":

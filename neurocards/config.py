@@ -149,6 +149,13 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class BroadcastConfig:
+    # Broadcast messages per second at most; they also yield to every other send.
+    per_s: float = 20.0
+    progress_every_s: float = 5.0  # how often the admin's progress message is edited
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     telegram: TelegramConfig
@@ -160,6 +167,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    broadcast: BroadcastConfig = field(default_factory=BroadcastConfig)
     sandbox: bool = False
     # lambdas: the two classes are defined further down, next to their parsing.
     payments: PaymentsConfig = field(default_factory=lambda: PaymentsConfig())
@@ -460,8 +468,15 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         failure_rate_min_jobs=int(_positive(_get(ops_sec, "ops", "failure_rate_min_jobs", int, 10), "ops.failure_rate_min_jobs")),
         sentry_dsn=env.get("NEUROCARDS_SENTRY_DSN") or _get(ops_sec, "ops", "sentry_dsn", str, ""),
     )
+    bc = _section(raw, "broadcast")
+    broadcast = BroadcastConfig(
+        per_s=float(_positive(_get(bc, "broadcast", "per_s", (int, float), 20.0), "broadcast.per_s")),
+        progress_every_s=float(_positive(_get(bc, "broadcast", "progress_every_s", (int, float), 5.0),
+                                         "broadcast.progress_every_s")),
+    )
     return Config(
         path=cfg_path,
+        broadcast=broadcast,
         ops=ops,
         payments=payments,
         referrals=referrals,

@@ -218,3 +218,33 @@ def no_videos() -> InlineKeyboardMarkup:
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def balance_screen() -> InlineKeyboardMarkup:
     return _column((texts.BTN_TOPUP, PayCb(action="list")), (texts.BTN_PROMO, MenuCb(action="promo")), _HOME)
+
+
+# ---- broadcasts ---------------------------------------------------------------
+class NewsCb(CallbackData, prefix="news"):
+    action: str  # off
+
+
+class BroadcastCb(CallbackData, prefix="bc"):
+    action: str  # segment | button | send | cancel
+    value: str = ""
+
+
+def broadcast_message(button_text: str | None, button_url: str | None) -> InlineKeyboardMarkup:
+    """What sellers see under a broadcast: the admin's link button, if any, and the opt-out."""
+    rows = []
+    if button_text and button_url:
+        rows.append([InlineKeyboardButton(text=button_text, url=button_url)])
+    rows.append([InlineKeyboardButton(text=texts.BTN_NEWS_OFF, callback_data=NewsCb(action="off").pack())])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def broadcast_control(segment: str) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for key, title in texts.BROADCAST_SEGMENTS.items():
+        kb.button(text=("✓ " if key == segment else "") + title, callback_data=BroadcastCb(action="segment", value=key))
+    kb.button(text=texts.BTN_BROADCAST_BUTTON, callback_data=BroadcastCb(action="button"))
+    kb.button(text=texts.BTN_BROADCAST_SEND, callback_data=BroadcastCb(action="send"))
+    kb.button(text=texts.BTN_BROADCAST_CANCEL, callback_data=BroadcastCb(action="cancel"))
+    kb.adjust(2, 2, 1, 2)
+    return kb.as_markup()

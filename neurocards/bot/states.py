@@ -12,3 +12,9 @@ class CreateVideo(StatesGroup):
 
 class PromoInput(StatesGroup):
     code = State()
+
+
+class BroadcastDraft(StatesGroup):
+    message = State()
+    button = State()
+    confirm = State()

@@ -17,6 +17,7 @@ from neurocards.jobs.alerts import (
     OperatorAlert,
 )
 from neurocards.services.orders import BalanceView
+from neurocards.store.broadcasts import Counts as BroadcastCounts
 from neurocards.store.stats import PeriodStats, UserReport
 
 # ---- buttons -------------------------------------------------------------
@@ -538,3 +539,65 @@ def purchases(lines: list[tuple[str, str, int, int, bool]], total: int) -> str:
         for day, label, stars, credits, refunded in lines)
     more = f"\n\nПоказаны последние {len(lines)} из {total}." if total > len(lines) else ""
     return f"🧾 <b>История покупок</b>\n\n{items}{more}"
+
+
+# ---- broadcasts ------------------------------------------------------------------
+BTN_NEWS_OFF = "🔕 Не присылать новости"
+NEWS_OFF_DONE = "Хорошо, больше не будем присылать новости."
+BTN_BROADCAST_SEND = "✅ Отправить"
+BTN_BROADCAST_CANCEL = "Отмена"
+BTN_BROADCAST_BUTTON = "🔗 Кнопка-ссылка"
+BROADCAST_SEGMENTS = {
+    "all": "Все",
+    "paid": "Покупали",
+    "active30": "Активны 30 дней",
+    "no_video": "Ни одного видео",
+}
+BROADCAST_ASK = ("📣 Пришлите сообщение для рассылки: текст, или фото либо видео с подписью. "
+                 "Продавцы увидят его в точности так же.")
+BROADCAST_ASK_BUTTON = "🔗 Пришлите кнопку одной строкой: <code>Текст кнопки | https://ссылка</code>"
+BROADCAST_BAD_BUTTON = "Не получилось разобрать. Нужно так: <code>Текст кнопки | https://ссылка</code>"
+BROADCAST_PROBLEMS = {
+    "empty": "Сообщение пустое — пришлите текст, фото или видео.",
+    "kind": "Рассылка умеет текст, фото или видео с подписью. Пришлите одно из них.",
+    "text_too_long": "Текст длиннее 4096 символов — Telegram его не примет. Сократите, пожалуйста.",
+    "caption_too_long": "Подпись длиннее 1024 символов — Telegram её не примет. Сократите, пожалуйста.",
+    "file_too_big": "Файл слишком большой для рассылки. Пришлите файл поменьше.",
+}
+BROADCAST_CANCELLED = "Рассылка отменена, ничего не отправлено."
+BROADCAST_STALE = "Этот черновик уже отправлен или отменён. Начните заново: /admin_broadcast"
+BROADCAST_NOBODY = "В этом сегменте нет получателей — выберите другой."
+BROADCAST_NOTHING_TO_STOP = "Сейчас ни одна рассылка не идёт."
+
+
+def broadcast_preview_note(recipients: int, segment: str) -> str:
+    return (f"👆 Так сообщение увидят продавцы.\n"
+            f"Сегмент: <b>{BROADCAST_SEGMENTS[segment]}</b> — получателей: <b>{recipients}</b>.\n"
+            "Выберите сегмент и нажмите «✅ Отправить».")
+
+
+def broadcast_started(broadcast_id: int, recipients: int) -> str:
+    return f"🚀 Рассылка #{broadcast_id} запущена: {recipients} получателей."
+
+
+def broadcast_stopped(ids: list[int]) -> str:
+    return "⏹ Остановлена рассылка " + ", ".join(f"#{i}" for i in ids) + ". Остальным она не придёт."
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes = int(seconds // 60)
+    return f"≈ {minutes} мин" if minutes else f"≈ {max(1, int(seconds))} с"
+
+
+def broadcast_progress(broadcast_id: int, c: BroadcastCounts, eta_s: float | None, *,
+                       final: str | None = None) -> str:
+    title = {None: "идёт", "done": "завершена", "stopped": "остановлена"}[final]
+    lines = [f"📣 Рассылка #{broadcast_id} {title}",
+             f"✅ Доставлено: {c.sent}", f"🚫 Заблокировали бота: {c.blocked}",
+             f"⚠️ Ошибки: {c.failed}", f"❔ Неизвестно: {c.unknown}",
+             f"⏳ Осталось: {c.pending} из {c.total}"]
+    if final is None:
+        lines.append(f"Осталось времени: {_eta(eta_s)}")
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 from neurocards.config import Config
 from neurocards.jobs.templates import TemplateCatalog
@@ -15,6 +16,7 @@ from neurocards.services.payments import Payments
 from neurocards.services.promo import Promos
 from neurocards.services.referrals import BonusCallback, Referrals
 from neurocards.store.activity import ActivityStore
+from neurocards.store.broadcasts import Broadcast, BroadcastStore
 from neurocards.store.db import Database
 from neurocards.store.history import HistoryStore
 from neurocards.store.jobs import JobStore
@@ -22,6 +24,10 @@ from neurocards.store.payments import PaymentStore
 from neurocards.store.promo import PromoStore
 from neurocards.store.referrals import ReferralStore
 from neurocards.store.users import ProductStore, UserStore
+
+
+class BroadcastLauncher(Protocol):
+    def launch(self, broadcast: Broadcast) -> None: ...
 
 
 @dataclass
@@ -36,6 +42,8 @@ class Services:
     key_states: Callable[[], list[dict]] | None = None
     # Tells an inviter about their bonus; set by the application (it needs the Bot).
     on_referral_bonus: BonusCallback | None = None
+    # Delivers confirmed broadcasts; set by the application (it needs the Bot).
+    broadcaster: BroadcastLauncher | None = None
 
     # Built on first use from the fields above, so no constructor call has to change.
     @cached_property
@@ -57,3 +65,7 @@ class Services:
     @cached_property
     def promos(self) -> Promos:
         return Promos(PromoStore(self.db))
+
+    @cached_property
+    def broadcasts(self) -> BroadcastStore:
+        return BroadcastStore(self.db)

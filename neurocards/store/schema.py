@@ -369,4 +369,46 @@ MIGRATIONS: list[str] = [
         FROM credit_ledger WHERE job_id = NEW.id AND reason = 'job_charge' AND -delta > NEW.price;
     END;
     """,
+    # 7: broadcasts, persisted per recipient so that nobody receives one twice
+    """
+    ALTER TABLE users ADD COLUMN news_opt_out INTEGER NOT NULL DEFAULT 0;   -- "🔕 Не присылать новости"
+    ALTER TABLE users ADD COLUMN unreachable_at REAL;   -- Telegram said 403 (blocked); cleared when they write
+
+    CREATE TABLE broadcasts (
+        id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+        draft_key            TEXT NOT NULL UNIQUE,    -- a double-pressed "send" starts one broadcast
+        admin_id             INTEGER NOT NULL,
+        admin_chat_id        INTEGER NOT NULL,
+        kind                 TEXT NOT NULL CHECK (kind IN ('text', 'photo', 'video')),
+        body                 TEXT NOT NULL DEFAULT '',   -- HTML: the text, or the caption
+        file_id              TEXT,
+        button_text          TEXT,
+        button_url           TEXT,
+        segment              TEXT NOT NULL,
+        state                TEXT NOT NULL DEFAULT 'sending' CHECK (state IN ('sending', 'stopped', 'done')),
+        progress_message_id  INTEGER,
+        created_at           REAL NOT NULL,
+        finished_at          REAL
+    );
+
+    CREATE TABLE broadcast_recipients (
+        broadcast_id  INTEGER NOT NULL REFERENCES broadcasts(id),
+        user_id       INTEGER NOT NULL,
+        state         TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (state IN ('pending', 'sending', 'sent', 'blocked', 'failed', 'unknown')),
+        error         TEXT,
+        updated_at    REAL,
+        PRIMARY KEY (broadcast_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX broadcast_recipients_state ON broadcast_recipients(broadcast_id, state, user_id);
+    -- At most one send in flight per broadcast: a kill leaves at most one outcome unknown.
+    CREATE UNIQUE INDEX broadcast_one_in_flight ON broadcast_recipients(broadcast_id) WHERE state = 'sending';
+    -- At most once: an outcome is final, so a recipient who got it (or may have) is never sent it again.
+    CREATE TRIGGER broadcast_outcome_is_final BEFORE UPDATE OF state ON broadcast_recipients
+    WHEN OLD.state IN ('sent', 'blocked', 'failed', 'unknown')
+    BEGIN SELECT RAISE(ABORT, 'a broadcast outcome is final'); END;
+    CREATE TRIGGER broadcast_pending_only_from_sending BEFORE UPDATE OF state ON broadcast_recipients
+    WHEN NEW.state = 'sending' AND OLD.state != 'pending'
+    BEGIN SELECT RAISE(ABORT, 'only a pending recipient can be sent to'); END;
+    """,
 ]

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from neurocards.store.db import Database
 from neurocards.store.ledger import LedgerRow, insert_ledger_row
 
-_REFRESH_USER = "UPDATE users SET username = ?, first_name = ?, language = ?, last_seen = ? WHERE id = ?"
+# A user who writes to the bot can be reached again (a 403 from a broadcast had marked them).
+_REFRESH_USER = ("UPDATE users SET username = ?, first_name = ?, language = ?, last_seen = ?, unreachable_at = NULL"
+                 " WHERE id = ?")
 
 
 @dataclass(frozen=True)
