@@ -72,7 +72,7 @@ def build_chain(config: Config, transport: httpx.AsyncBaseTransport | None = Non
             if kie is None:
                 from neurocards.providers.kie import KieProvider
 
-                kie = KieProvider(config.kie, transport=transport, accounts=dict(config.kie.accounts) or None)
+                kie = KieProvider(config.kie, transport=transport, accounts=config.kie.key_accounts() or None)
             backend, fixed, default = kie, (name.split(":", 1)[1] or None) if ":" in name else None, config.kie.model
         entries.append(ChainEntry(name=name, backend=backend, fixed_model=fixed, default_model=default,
                                   cost=config.credits.price(name), simple=index > 0 and name == "sandbox"))
@@ -146,7 +146,7 @@ class Application:
             else JsonBodySession(api=api, timeout=cfg.telegram.request_timeout_s))
         session.middleware(TelegramPacing(cfg.telegram.send_per_s, cfg.telegram.chat_burst,
                                           cfg.telegram.chat_period_s, background_per_s=cfg.broadcast.per_s))
-        self.bot = Bot(cfg.telegram.token, session=session,
+        self.bot = Bot(cfg.telegram.token.get_secret_value(), session=session,
                        default=DefaultBotProperties(parse_mode=ParseMode.HTML))
         self.notifier = TelegramNotifier(
             self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
@@ -197,8 +197,9 @@ class Application:
         self.callbacks: CallbackServer | None = None
         if cfg.kie.callback_url and self.kie is not None:
             host, _, port = cfg.kie.callback_listen.rpartition(":")
-            self.callbacks = CallbackServer(host, int(port), cfg.kie.callback_secret,
-                                            cfg.kie.callback_hmac_key or None, self.engine.on_task_callback)
+            self.callbacks = CallbackServer(host, int(port), cfg.kie.callback_secret.get_secret_value(),
+                                            cfg.kie.callback_hmac_key.get_secret_value() or None,
+                                            self.engine.on_task_callback)
             await self.callbacks.start()
 
         resumed = await self.engine.start()

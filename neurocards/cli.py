@@ -280,7 +280,7 @@ async def _payments(config: Config, args: argparse.Namespace) -> int:
     timeout = config.telegram.request_timeout_s
     session = (RotatingProxySession(pool, api=api, timeout=timeout) if pool is not None
                else JsonBodySession(api=api, timeout=timeout))
-    bot = Bot(config.telegram.token, session=session)
+    bot = Bot(config.telegram.token.get_secret_value(), session=session)
     db = await Database.open(config.storage.database)
     try:
         payments = Payments(config, PaymentStore(db), UserStore(db), Referrals(config, ReferralStore(db)),
@@ -350,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
 
         speedups.install()
     try:
-        config = load_config(args.config, sandbox=getattr(args, "sandbox", False))
+        # Only the commands that talk to Telegram or run the bot need the token and the KIE keys.
+        config = load_config(args.config, sandbox=getattr(args, "sandbox", False),
+                             online=args.command in ("run", "payments"))
     except ConfigError as exc:
         print(f"neurocards: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,17 @@
-"""Configuration: one TOML file, secrets optionally from the environment.
+"""Configuration: one TOML file (config.toml documents every key), secrets optionally from the
+environment, validated by one frozen pydantic model per section.
 
-A wrong or missing key stops the start with one line naming the key
-(`ConfigError`), never a traceback. Relative paths are relative to the file.
+A wrong, misspelt or missing key stops the start with one line naming the key (`ConfigError`),
+never a traceback. Relative paths are relative to the file.
+
+The bot token and the KIE keys are needed only to run the bot: `load_config(..., online=False)`
+(the offline CLI commands: credits, user, stats, backup, restore...) accepts a file without them,
+and `Config.require_online()` is the check `neurocards run` gets from `load_config(...)`.
+
+pydantic-settings is not used: its environment source maps one prefix onto the model, while the
+environment names here are fixed by deployments (OPENAI_API_KEY has no prefix, the KIE keys are
+one comma-separated variable), and a TOML file relative paths must be resolved against is a
+plain `tomllib` read.
 """
 
 from __future__ import annotations
@@ -9,100 +19,213 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
     """A configuration problem, phrased for the operator (one line)."""
 
 
-@dataclass(frozen=True)
-class TelegramConfig:
-    token: str
-    api_base: str = "https://api.telegram.org"
-    admin_ids: tuple[int, ...] = ()
-    support_username: str = ""
+# TOML already types its values: a number key must not take "10" or true.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # an integer is a float too
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+Delays = tuple[Annotated[float, Strict(), Field(ge=0)], ...]
+
+
+def _relative_to_file(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, str | Path):
+        path = Path(value).expanduser()
+        base = (info.context or {}).get("base")
+        return path if path.is_absolute() or base is None else (base / path).resolve()
+    return value
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError("must look like 127.0.0.1:8085")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_relative_to_file)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_relative_to_file), BeforeValidator(_empty_is_none)]
+HostPort = Annotated[str, Strict(), AfterValidator(_host_port)]
+NoTrailingSlash = Annotated[str, Strict(), AfterValidator(lambda url: url.rstrip("/"))]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class TelegramConfig(Section):
+    # Required to run the bot only (see require_online): offline commands work without it.
+    token: SecretStr = SecretStr("")
+    api_base: NoTrailingSlash = "https://api.telegram.org"
+    admin_ids: tuple[Int, ...] = ()
+    support_username: Annotated[Str, AfterValidator(lambda name: name.lstrip("@"))] = ""
     # A local Bot API server accepts uploads up to 2000 MB, the cloud one 50 MB.
-    max_upload_mb: int = 50
-    request_timeout_s: float = 60.0
-    polling_timeout_s: int = 30
+    max_upload_mb: PositiveInt = 50
+    request_timeout_s: PositiveFloat = 60.0
+    polling_timeout_s: Int = 30
     # Per-user flood protection: sustained updates per second and the burst allowed on top.
-    user_rate_per_s: float = 3.0
-    user_burst: int = 10
+    user_rate_per_s: PositiveFloat = 3.0
+    user_burst: PositiveInt = 10
     # Outgoing pacing: messages per second in total (0: off) and a burst per chat per period.
-    send_per_s: float = 30.0
-    chat_burst: int = 3
-    chat_period_s: float = 3.0
+    send_per_s: Float = 30.0
+    chat_burst: Int = 3
+    chat_period_s: PositiveFloat = 3.0
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, token: SecretStr) -> SecretStr:
+        if token.get_secret_value() and ":" not in token.get_secret_value():
+            raise ValueError("is malformed (expected <bot id>:<secret> from @BotFather)")
+        return token
 
 
-@dataclass(frozen=True)
-class KieConfig:
-    api_keys: tuple[str, ...]
-    base_url: str = "https://api.kie.ai"
-    upload_base_url: str = "https://kieai.redpandaai.co"
-    model: str = "veo3_fast"
-    poll_interval_s: float = 10.0
-    timeout_s: float = 900.0
-    http_timeout_s: float = 60.0
-    callback_url: str = ""
-    callback_secret: str = ""
-    callback_listen: str = "127.0.0.1:8085"
-    callback_hmac_key: str = ""
+def _key_list(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        if not all(isinstance(k, str | SecretStr) for k in value):
+            raise ValueError("must be a list of non-empty strings")
+        keys = [k.get_secret_value() if isinstance(k, SecretStr) else k for k in value]
+        if not all(k.strip() for k in keys):
+            raise ValueError("must be a list of non-empty strings")
+        return [k.strip() for k in keys]
+    return value
+
+
+def _account_pairs(value: Any) -> Any:
+    """``{account = ["key", ...]}`` (as written in config.toml) -> ((key, account), ...)."""
+    if not isinstance(value, dict):
+        return value
+    pairs: list[tuple[str, str]] = []
+    for account, keys in value.items():
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k.strip() for k in keys):
+            raise ValueError(f"kie.accounts.{account} must be a list of API keys")
+        pairs.extend((k.strip(), account) for k in keys)
+    return pairs
+
+
+class KieConfig(Section):
+    # Required to run the bot with a KIE provider only (see require_online).
+    api_keys: Annotated[tuple[SecretStr, ...], BeforeValidator(_key_list)] = ()
+    base_url: NoTrailingSlash = "https://api.kie.ai"
+    upload_base_url: NoTrailingSlash = "https://kieai.redpandaai.co"
+    model: Str = "veo3_fast"
+    poll_interval_s: PositiveFloat = 10.0
+    timeout_s: PositiveFloat = 900.0
+    http_timeout_s: PositiveFloat = 60.0
+    callback_url: Str = ""
+    callback_secret: SecretStr = SecretStr("")
+    callback_listen: HostPort = "127.0.0.1:8085"
+    callback_hmac_key: SecretStr = SecretStr("")
     # With callbacks on, polling is only a safety net and can be slow.
-    callback_poll_interval_s: float = 60.0
-    low_balance_alert: float = 500.0
-    balance_check_interval_s: float = 600.0
+    callback_poll_interval_s: PositiveFloat = 60.0
+    low_balance_alert: Float = 500.0
+    balance_check_interval_s: PositiveFloat = 600.0
     # (key, account) pairs: KIE limits new tasks per account, so keys of one account share a limit.
-    accounts: tuple[tuple[str, str], ...] = ()
+    accounts: Annotated[tuple[tuple[SecretStr, Str], ...], BeforeValidator(_account_pairs)] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_accounts(cls, data: Any) -> Any:
+        """Keys listed under an account need not be repeated in api_keys; a key listed twice is
+        one key. (Malformed lists are left to the field validators, which name the key.)"""
+        if not isinstance(data, dict) or not isinstance(data.get("accounts"), dict):
+            return data
+        try:
+            keys = _key_list(list(data.get("api_keys", [])))
+            pairs = _account_pairs(data["accounts"])
+        except (TypeError, ValueError):
+            return data
+        return {**data, "api_keys": list(dict.fromkeys([*keys, *(key for key, _ in pairs)]))}
+
+    @model_validator(mode="after")
+    def _callbacks(self) -> KieConfig:
+        if self.callback_url:
+            if not self.callback_url.startswith(("http://", "https://")):
+                raise ValueError("kie.callback_url must be an http(s) URL")
+            if len(self.callback_secret.get_secret_value()) < 16:
+                raise ValueError("kie.callback_secret must be set (16+ characters) when kie.callback_url is set")
+        return self
+
+    def key_accounts(self) -> dict[str, str]:
+        """Each key of [kie.accounts] -> its account name (for the KIE client)."""
+        return {key.get_secret_value(): account for key, account in self.accounts}
 
 
-@dataclass(frozen=True)
-class OpsConfig:
-    enabled: bool = True
-    listen: str = "127.0.0.1:9108"  # /metrics and /healthz; keep it on loopback
-    heartbeat_max_age_s: float = 60.0
-    backup_dir: Path | None = None
-    backup_keep: int = 7
-    backup_interval_h: float = 24.0  # 0: no scheduled backups
-    failure_rate_alert: float = 0.5  # share of failed videos over 15 min that alerts the admins (0: off)
-    failure_rate_min_jobs: int = 10
-    sentry_dsn: str = ""
+class OpsConfig(Section):
+    enabled: Bool = True
+    listen: HostPort = "127.0.0.1:9108"  # /metrics and /healthz; keep it on loopback
+    heartbeat_max_age_s: PositiveFloat = 60.0
+    backup_dir: OptionalPath = None  # default: <storage.dir>/backups
+    backup_keep: Annotated[int, Strict(), Field(ge=1)] = 7
+    backup_interval_h: Float = 24.0  # 0: no scheduled backups
+    failure_rate_alert: Float = 0.5  # share of failed videos over 15 min that alerts the admins (0: off)
+    failure_rate_min_jobs: PositiveInt = 10
+    sentry_dsn: SecretStr = SecretStr("")
 
 
-@dataclass(frozen=True)
-class LimitsConfig:
+class LimitsConfig(Section):
     """Per-user limits; 0 switches a limit off."""
 
-    videos_per_day: int = 30
-    min_seconds_between_orders: int = 20
-    max_jobs_in_flight: int = 10
+    videos_per_day: NonNegativeInt = 30
+    min_seconds_between_orders: NonNegativeInt = 20
+    max_jobs_in_flight: NonNegativeInt = 10
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
-    proxies_file: Path | None = None
-    proxy_cooldown_s: float = 300.0
+class NetworkConfig(Section):
+    proxies_file: OptionalPath = None
+    proxy_cooldown_s: PositiveFloat = 300.0
     # All proxies down: go direct (true) or fail the request with a clear error (false).
-    proxy_fallback_direct: bool = True
+    proxy_fallback_direct: Bool = True
     # Telegram and OpenAI always use the proxies when there are any; KIE only when asked.
-    proxy_for_kie: bool = False
+    proxy_for_kie: Bool = False
 
 
-@dataclass(frozen=True)
-class OpenAIConfig:
-    api_key: str = ""
-    model: str = "gpt-4o-mini"
-    base_url: str = ""
-    timeout_s: float = 15.0
+class OpenAIConfig(Section):
+    api_key: SecretStr = SecretStr("")
+    model: Str = "gpt-4o-mini"
+    base_url: Str = ""
+    timeout_s: PositiveFloat = 15.0
 
 
-@dataclass(frozen=True)
-class StorageConfig:
-    dir: Path
-    database: Path
-    retention_days: int = 7
+class StorageConfig(Section):
+    dir: FilePath = Path("storage")
+    database: Path = Field(default=None)  # default: <dir>/neurocards.sqlite3
+    retention_days: PositiveInt = 7
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return info.data["dir"] / "neurocards.sqlite3" if "dir" in info.data else None
+        return _relative_to_file(value, info)
 
     @property
     def photos_dir(self) -> Path:
@@ -113,189 +236,191 @@ class StorageConfig:
         return self.dir / "outputs"
 
 
-@dataclass(frozen=True)
-class CreditsConfig:
-    welcome: int = 10
-    per_video: int = 10
+class CreditsConfig(Section):
+    welcome: NonNegativeInt = 10
+    per_video: PositiveInt = 10
     # Price per video for a chain entry other than the default, e.g. {"sandbox": 2}.
-    per_provider: tuple[tuple[str, int], ...] = ()
+    per_provider: Annotated[tuple[tuple[Str, PositiveInt], ...],
+                            BeforeValidator(lambda v: tuple(v.items()) if isinstance(v, dict) else v)] = ()
     # The seller is warned when the balance covers fewer videos than this (the checklist's "below 3").
-    low_balance_videos: int = 3
+    low_balance_videos: NonNegativeInt = 3
 
     def price(self, provider: str) -> int:
         return dict(self.per_provider).get(provider, self.per_video)
 
 
-@dataclass(frozen=True)
-class RetryConfig:
+class RetryConfig(Section):
     """Backoff schedules in seconds; tests shrink them, the policy stays the same."""
 
-    temporary_delays_s: tuple[float, ...] = (5, 10, 20, 40)
-    rate_limit_delays_s: tuple[float, ...] = (60, 120, 240)
-    jitter: float = 0.2
-    delivery_delays_s: tuple[float, ...] = (3, 10)
-    queue_notice_after_s: float = 300.0
+    temporary_delays_s: Delays = (5, 10, 20, 40)
+    rate_limit_delays_s: Delays = (60, 120, 240)
+    jitter: Float = 0.2
+    delivery_delays_s: Delays = (3, 10)
+    queue_notice_after_s: Float = 300.0
 
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    max_parallel: int = 50
-    prompts_file: Path | None = None
-    dispatch_interval_s: float = 1.0
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    providers: tuple[str, ...] = ("kie",)
-    fallback_failures: int = 5
-    fallback_cooldown_s: float = 300.0
+PROVIDER_NAME = re.compile(r"kie|kie:.*|sandbox")
 
 
-@dataclass(frozen=True)
-class BroadcastConfig:
-    # Broadcast messages per second at most; they also yield to every other send.
-    per_s: float = 20.0
-    progress_every_s: float = 5.0  # how often the admin's progress message is edited
+class GenerationConfig(Section):
+    max_parallel: PositiveInt = 50
+    prompts_file: OptionalPath = None
+    dispatch_interval_s: PositiveFloat = 1.0
+    retry: RetryConfig = RetryConfig()
+    # Make videos locally with ffmpeg instead of KIE (also `neurocards run --sandbox`).
+    sandbox: Bool = False
+    providers: tuple[Str, ...] = ("kie",)
+    fallback_failures: PositiveInt = 5
+    fallback_cooldown_s: PositiveFloat = 300.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sandbox_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("sandbox") is True:
+            return {**data, "providers": ["sandbox"]}
+        return data
+
+    @field_validator("providers")
+    @classmethod
+    def _chain(cls, providers: tuple[str, ...]) -> tuple[str, ...]:
+        if not providers or not all(PROVIDER_NAME.fullmatch(p) for p in providers):
+            raise ValueError('generation.providers must list "kie", "kie:<model>" or "sandbox"')
+        return tuple(dict.fromkeys(providers))
 
 
-@dataclass(frozen=True)
-class Config:
-    path: Path
-    telegram: TelegramConfig
-    kie: KieConfig
-    openai: OpenAIConfig
-    storage: StorageConfig
-    credits: CreditsConfig
-    generation: GenerationConfig
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    ops: OpsConfig = field(default_factory=OpsConfig)
-    broadcast: BroadcastConfig = field(default_factory=BroadcastConfig)
-    sandbox: bool = False
-    # lambdas: the two classes are defined further down, next to their parsing.
-    payments: PaymentsConfig = field(default_factory=lambda: PaymentsConfig())
-    referrals: ReferralsConfig = field(default_factory=lambda: ReferralsConfig())
+class CreditPack(Section):
+    # The id travels in callback data and in the invoice payload: short and plain.
+    id: Annotated[Str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")]
+    credits: PositiveInt
+    stars: PositiveInt
+    # It becomes the invoice title, which Telegram limits to 32 characters.
+    label: Annotated[Str, Field(max_length=32)] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("label") and isinstance(data.get("credits"), int):
+            return {**data, "label": f"{data['credits']} кредитов"}
+        return data
 
 
-def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
-    value = raw.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"config: [{name}] must be a table")
-    return value
-
-
-def _get(sec: dict[str, Any], section: str, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    if key not in sec:
-        if default is ...:
-            raise ConfigError(f"config: missing key {section}.{key}")
-        return default
-    value = sec[key]
-    # bool is an int in Python; a number key must not accept true/false.
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"config: {section}.{key} has the wrong type")
-    if not isinstance(value, kind):
-        raise ConfigError(f"config: {section}.{key} has the wrong type")
-    return value
-
-
-def _positive(value: float, name: str) -> float:
-    if value <= 0:
-        raise ConfigError(f"config: {name} must be greater than 0")
-    return value
-
-
-def _delays(sec: dict[str, Any], section: str, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    value = _get(sec, section, key, list, list(default))
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise ConfigError(f"config: {section}.{key} must be a list of non-negative numbers")
-    return tuple(float(v) for v in value)
-
-
-@dataclass(frozen=True)
-class CreditPack:
-    id: str
-    credits: int
-    stars: int
-    label: str
-
-
-DEFAULT_PACKS = (
-    CreditPack("s", 50, 50, "50 кредитов"),
-    CreditPack("m", 120, 100, "120 кредитов"),
-    CreditPack("l", 300, 225, "300 кредитов"),
-)
-REFUND_POLICIES = ("refuse", "allow")
-REFERRAL_TRIGGERS = ("first_payment", "first_video")
-
-
-@dataclass(frozen=True)
-class PaymentsConfig:
-    packs: tuple[CreditPack, ...] = DEFAULT_PACKS
+class PaymentsConfig(Section):
+    packs: Annotated[tuple[CreditPack, ...], Field(min_length=1)] = (
+        CreditPack(id="s", credits=50, stars=50),
+        CreditPack(id="m", credits=120, stars=100),
+        CreditPack(id="l", credits=300, stars=225),
+    )
     # An admin refund of a payment whose credits were partly spent: "refuse" it, or
     # "allow" it (the Stars go back, only the credits that are left are removed).
-    refund_when_spent: str = "refuse"
-    terms_text: str = ""
+    refund_when_spent: Literal["refuse", "allow"] = "refuse"
+    terms_text: Annotated[Str, AfterValidator(str.strip)] = ""
+
+    @field_validator("packs")
+    @classmethod
+    def _unique_ids(cls, packs: tuple[CreditPack, ...]) -> tuple[CreditPack, ...]:
+        ids = [p.id for p in packs]
+        if twice := next((i for i in ids if ids.count(i) > 1), None):
+            raise ValueError(f"id {twice!r} is used twice")
+        return packs
 
     def pack(self, pack_id: str) -> CreditPack | None:
         return next((p for p in self.packs if p.id == pack_id), None)
 
 
-@dataclass(frozen=True)
-class ReferralsConfig:
-    bonus_credits: int = 20
-    bonus_on: str = "first_payment"  # first_payment | first_video
+class ReferralsConfig(Section):
+    bonus_credits: NonNegativeInt = 20
+    bonus_on: Literal["first_payment", "first_video"] = "first_payment"
 
 
-def _packs(sec: dict[str, Any]) -> tuple[CreditPack, ...]:
-    raw = _get(sec, "payments", "packs", list, None)
-    if raw is None:
-        return DEFAULT_PACKS
-    if not raw:
-        raise ConfigError("config: payments.packs must list at least one pack")
-    packs: list[CreditPack] = []
-    for number, item in enumerate(raw, start=1):
-        name = f"payments.packs[{number}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"config: {name} must be a table {{id, credits, stars, label}}")
-        pack_id = _get(item, name, "id", str)
-        # The id travels in callback data and in the invoice payload: short and plain.
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", pack_id):
-            raise ConfigError(f"config: {name}.id must be 1-16 letters, digits, _ or -")
-        if any(p.id == pack_id for p in packs):
-            raise ConfigError(f"config: {name}.id {pack_id!r} is used twice")
-        credits = int(_positive(_get(item, name, "credits", int), f"{name}.credits"))
-        label = _get(item, name, "label", str, "") or f"{credits} кредитов"
-        if len(label) > 32:  # it becomes the invoice title, which Telegram limits to 32
-            raise ConfigError(f"config: {name}.label must be at most 32 characters")
-        packs.append(CreditPack(id=pack_id, credits=credits, label=label,
-                                stars=int(_positive(_get(item, name, "stars", int), f"{name}.stars"))))
-    return tuple(packs)
+class BroadcastConfig(Section):
+    # Broadcast messages per second at most; they also yield to every other send.
+    per_s: PositiveFloat = 20.0
+    progress_every_s: PositiveFloat = 5.0  # how often the admin's progress message is edited
 
 
-def _payments(raw: dict[str, Any]) -> tuple[PaymentsConfig, ReferralsConfig]:
-    pay = _section(raw, "payments")
-    policy = _get(pay, "payments", "refund_when_spent", str, "refuse")
-    if policy not in REFUND_POLICIES:
-        raise ConfigError('config: payments.refund_when_spent must be "refuse" or "allow"')
-    payments = PaymentsConfig(packs=_packs(pay), refund_when_spent=policy,
-                              terms_text=_get(pay, "payments", "terms_text", str, "").strip())
-    ref = _section(raw, "referrals")
-    bonus = _get(ref, "referrals", "bonus_credits", int, 20)
-    if bonus < 0:
-        raise ConfigError("config: referrals.bonus_credits must not be negative")
-    bonus_on = _get(ref, "referrals", "bonus_on", str, "first_payment")
-    if bonus_on not in REFERRAL_TRIGGERS:
-        raise ConfigError('config: referrals.bonus_on must be "first_payment" or "first_video"')
-    return payments, ReferralsConfig(bonus_credits=bonus, bonus_on=bonus_on)
+class Config(Section):
+    path: Path  # the file itself (set by load_config)
+    telegram: TelegramConfig = TelegramConfig()
+    kie: KieConfig = KieConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+    storage: StorageConfig = Field(default_factory=dict)  # type: ignore[assignment]  # validated: paths need the file
+    credits: CreditsConfig = CreditsConfig()
+    generation: GenerationConfig = GenerationConfig()
+    network: NetworkConfig = NetworkConfig()
+    limits: LimitsConfig = LimitsConfig()
+    ops: OpsConfig = OpsConfig()
+    broadcast: BroadcastConfig = BroadcastConfig()
+    payments: PaymentsConfig = PaymentsConfig()
+    referrals: ReferralsConfig = ReferralsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backups_next_to_storage(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ops, storage = data.get("ops", {}), data.get("storage", {})
+        if not isinstance(ops, dict) or not isinstance(storage, dict) or "backup_dir" in ops:
+            return data
+        storage_dir = storage.get("dir", StorageConfig.model_fields["dir"].default)
+        if not isinstance(storage_dir, str | Path):
+            return data
+        return {**data, "ops": {**ops, "backup_dir": Path(storage_dir) / "backups"}}
+
+    @property
+    def sandbox(self) -> bool:
+        return self.generation.sandbox
+
+    def require_online(self) -> None:
+        """What running the bot needs on top of a valid file: the bot token, and KIE keys when the
+        chain uses KIE. Raises ConfigError."""
+        if not self.telegram.token.get_secret_value():
+            raise ConfigError("config: telegram.token is missing or malformed (or set NEUROCARDS_TELEGRAM_TOKEN)")
+        if any(p.startswith("kie") for p in self.generation.providers) and not self.kie.api_keys:
+            raise ConfigError("config: kie.api_keys is empty (or set NEUROCARDS_KIE_API_KEYS, or run with --sandbox)")
 
 
-def _low_balance_videos(cr: dict[str, Any]) -> int:
-    value = _get(cr, "credits", "low_balance_videos", int, 3)
-    if value < 0:
-        raise ConfigError("config: credits.low_balance_videos must not be negative")
-    return value
+# Secrets the environment may set instead of the file (a set variable wins over the file).
+ENV_OVERRIDES = {
+    "NEUROCARDS_TELEGRAM_TOKEN": ("telegram", "token"),
+    "NEUROCARDS_KIE_CALLBACK_SECRET": ("kie", "callback_secret"),
+    "NEUROCARDS_KIE_HMAC_KEY": ("kie", "callback_hmac_key"),
+    "OPENAI_API_KEY": ("openai", "api_key"),
+    "NEUROCARDS_SENTRY_DSN": ("ops", "sentry_dsn"),
+}
 
 
-def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None, *,
-                sandbox: bool = False) -> Config:
-    env = dict(os.environ) if env is None else env
+def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        if env.get(variable) and isinstance(raw.setdefault(section, {}), dict):
+            raw[section][key] = env[variable]
+    keys = [k.strip() for k in env.get("NEUROCARDS_KIE_API_KEYS", "").split(",") if k.strip()]
+    if keys and isinstance(raw.setdefault("kie", {}), dict):
+        raw["kie"]["api_keys"] = keys
+
+
+def _one_line(exc: ValidationError) -> ConfigError:
+    """The first problem, named by its key: `config: credits.per_video: Input should be ...`."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    key = ""
+    for part in error["loc"]:
+        if isinstance(part, str) and ("[" in part or "(" in part):  # pydantic's own step, e.g. a union member
+            continue
+        key += f"[{part + 1}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return ConfigError(f"config: unknown key {key} (a typo? config.toml lists every key)")
+    if error["type"] == "missing":
+        return ConfigError(f"config: missing key {key}")
+    if not key or message.startswith(key):  # a rule that names its keys itself
+        return ConfigError(f"config: {message}")
+    return ConfigError(f"config: {key} {message}" if message[:1].islower() else f"config: {key}: {message}")
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *,
+                sandbox: bool = False, online: bool = True) -> Config:
+    """Read and validate the file. `online`: also require what running the bot needs
+    (`Config.require_online`); offline CLI commands pass False."""
+    env = os.environ if env is None else env
     cfg_path = Path(path).resolve()
     try:
         raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
@@ -303,190 +428,15 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None,
         raise ConfigError(f"config: file not found: {cfg_path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {cfg_path.name} is not valid TOML: {exc}") from None
-    base = cfg_path.parent
-
-    def rel(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else (base / q).resolve()
-
-    tg = _section(raw, "telegram")
-    token = env.get("NEUROCARDS_TELEGRAM_TOKEN") or _get(tg, "telegram", "token", str, "")
-    if not token or ":" not in token:
-        raise ConfigError("config: telegram.token is missing or malformed (or set NEUROCARDS_TELEGRAM_TOKEN)")
-    admin_ids = _get(tg, "telegram", "admin_ids", list, [])
-    if not all(isinstance(a, int) and not isinstance(a, bool) for a in admin_ids):
-        raise ConfigError("config: telegram.admin_ids must be a list of numeric Telegram user ids")
-    telegram = TelegramConfig(
-        token=token,
-        api_base=_get(tg, "telegram", "api_base", str, TelegramConfig.api_base).rstrip("/"),
-        admin_ids=tuple(admin_ids),
-        support_username=_get(tg, "telegram", "support_username", str, "").lstrip("@"),
-        max_upload_mb=int(_positive(_get(tg, "telegram", "max_upload_mb", int, 50), "telegram.max_upload_mb")),
-        request_timeout_s=float(_positive(_get(tg, "telegram", "request_timeout_s", (int, float), 60.0), "telegram.request_timeout_s")),
-        polling_timeout_s=int(_get(tg, "telegram", "polling_timeout_s", int, 30)),
-        user_rate_per_s=float(_positive(_get(tg, "telegram", "user_rate_per_s", (int, float), 3.0), "telegram.user_rate_per_s")),
-        user_burst=int(_positive(_get(tg, "telegram", "user_burst", int, 10), "telegram.user_burst")),
-        send_per_s=float(_get(tg, "telegram", "send_per_s", (int, float), 30.0)),
-        chat_burst=int(_get(tg, "telegram", "chat_burst", int, 3)),
-        chat_period_s=float(_positive(_get(tg, "telegram", "chat_period_s", (int, float), 3.0), "telegram.chat_period_s")),
-    )
-
-    kie_sec = _section(raw, "kie")
-    env_keys = env.get("NEUROCARDS_KIE_API_KEYS", "")
-    keys = [k.strip() for k in env_keys.split(",") if k.strip()] if env_keys else _get(kie_sec, "kie", "api_keys", list, [])
-    if not all(isinstance(k, str) and k.strip() for k in keys):
-        raise ConfigError("config: kie.api_keys must be a list of non-empty strings")
-    accounts_raw = _get(kie_sec, "kie", "accounts", dict, {})
-    accounts: list[tuple[str, str]] = []
-    for account, account_keys in accounts_raw.items():
-        if not isinstance(account_keys, list) or not all(isinstance(k, str) and k.strip() for k in account_keys):
-            raise ConfigError(f"config: kie.accounts.{account} must be a list of API keys")
-        accounts.extend((k.strip(), account) for k in account_keys)
-    keys = list(dict.fromkeys([*(k.strip() for k in keys), *(k for k, _ in accounts)]))
-    sandbox = sandbox or bool(_get(_section(raw, "generation"), "generation", "sandbox", bool, False))
-    kie = KieConfig(
-        api_keys=tuple(keys),
-        base_url=_get(kie_sec, "kie", "base_url", str, KieConfig.base_url).rstrip("/"),
-        upload_base_url=_get(kie_sec, "kie", "upload_base_url", str, KieConfig.upload_base_url).rstrip("/"),
-        model=_get(kie_sec, "kie", "model", str, KieConfig.model),
-        poll_interval_s=float(_positive(_get(kie_sec, "kie", "poll_interval_s", (int, float), 10.0), "kie.poll_interval_s")),
-        timeout_s=float(_positive(_get(kie_sec, "kie", "timeout_s", (int, float), 900.0), "kie.timeout_s")),
-        http_timeout_s=float(_positive(_get(kie_sec, "kie", "http_timeout_s", (int, float), 60.0), "kie.http_timeout_s")),
-        callback_url=_get(kie_sec, "kie", "callback_url", str, ""),
-        callback_secret=env.get("NEUROCARDS_KIE_CALLBACK_SECRET") or _get(kie_sec, "kie", "callback_secret", str, ""),
-        callback_listen=_get(kie_sec, "kie", "callback_listen", str, "127.0.0.1:8085"),
-        callback_hmac_key=env.get("NEUROCARDS_KIE_HMAC_KEY") or _get(kie_sec, "kie", "callback_hmac_key", str, ""),
-        callback_poll_interval_s=float(_positive(_get(kie_sec, "kie", "callback_poll_interval_s", (int, float), 60.0), "kie.callback_poll_interval_s")),
-        low_balance_alert=float(_get(kie_sec, "kie", "low_balance_alert", (int, float), 500.0)),
-        balance_check_interval_s=float(_positive(_get(kie_sec, "kie", "balance_check_interval_s", (int, float), 600.0), "kie.balance_check_interval_s")),
-        accounts=tuple(accounts),
-    )
-    if kie.callback_url:
-        if not kie.callback_url.startswith(("http://", "https://")):
-            raise ConfigError("config: kie.callback_url must be an http(s) URL")
-        if len(kie.callback_secret) < 16:
-            raise ConfigError("config: kie.callback_secret must be set (16+ characters) when kie.callback_url is set")
-        host, _, port = kie.callback_listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError("config: kie.callback_listen must look like 127.0.0.1:8085")
-
-    oa = _section(raw, "openai")
-    openai = OpenAIConfig(
-        api_key=env.get("OPENAI_API_KEY") or _get(oa, "openai", "api_key", str, ""),
-        model=_get(oa, "openai", "model", str, OpenAIConfig.model),
-        base_url=_get(oa, "openai", "base_url", str, ""),
-        timeout_s=float(_positive(_get(oa, "openai", "timeout_s", (int, float), 15.0), "openai.timeout_s")),
-    )
-
-    st = _section(raw, "storage")
-    storage_dir = rel(_get(st, "storage", "dir", str, "storage"))
-    storage = StorageConfig(
-        dir=storage_dir,
-        database=rel(_get(st, "storage", "database", str, str(storage_dir / "neurocards.sqlite3"))),
-        retention_days=int(_positive(_get(st, "storage", "retention_days", int, 7), "storage.retention_days")),
-    )
-
-    cr = _section(raw, "credits")
-    welcome = _get(cr, "credits", "welcome", int, 10)
-    if welcome < 0:
-        raise ConfigError("config: credits.welcome must not be negative")
-    per_provider = _get(cr, "credits", "per_provider", dict, {})
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in per_provider.values()):
-        raise ConfigError("config: credits.per_provider values must be positive integers")
-    credits = CreditsConfig(
-        welcome=welcome,
-        per_video=int(_positive(_get(cr, "credits", "per_video", int, 10), "credits.per_video")),
-        per_provider=tuple(per_provider.items()),
-        low_balance_videos=_low_balance_videos(cr),
-    )
-
-    gen = _section(raw, "generation")
-    rt = _section(gen, "retry") if "retry" in gen else {}
-    retry = RetryConfig(
-        temporary_delays_s=_delays(rt, "generation.retry", "temporary_delays_s", RetryConfig.temporary_delays_s),
-        rate_limit_delays_s=_delays(rt, "generation.retry", "rate_limit_delays_s", RetryConfig.rate_limit_delays_s),
-        jitter=float(_get(rt, "generation.retry", "jitter", (int, float), 0.2)),
-        delivery_delays_s=_delays(rt, "generation.retry", "delivery_delays_s", RetryConfig.delivery_delays_s),
-        queue_notice_after_s=float(_get(rt, "generation.retry", "queue_notice_after_s", (int, float), 300.0)),
-    )
-    prompts = _get(gen, "generation", "prompts_file", str, "")
-    providers = _get(gen, "generation", "providers", list, ["kie"])
-    if sandbox:
-        providers = ["sandbox"]
-    if not providers or not all(isinstance(p, str) and (p in ("kie", "sandbox") or p.startswith("kie:"))
-                                for p in providers):
-        raise ConfigError('config: generation.providers must list "kie", "kie:<model>" or "sandbox"')
-    if any(p.startswith("kie") for p in providers) and not keys:
-        raise ConfigError("config: kie.api_keys is empty (or set NEUROCARDS_KIE_API_KEYS, or run with --sandbox)")
-    generation = GenerationConfig(
-        max_parallel=int(_positive(_get(gen, "generation", "max_parallel", int, 50), "generation.max_parallel")),
-        prompts_file=rel(prompts) if prompts else None,
-        dispatch_interval_s=float(_positive(_get(gen, "generation", "dispatch_interval_s", (int, float), 1.0), "generation.dispatch_interval_s")),
-        retry=retry,
-        providers=tuple(dict.fromkeys(providers)),
-        fallback_failures=int(_positive(_get(gen, "generation", "fallback_failures", int, 5), "generation.fallback_failures")),
-        fallback_cooldown_s=float(_positive(_get(gen, "generation", "fallback_cooldown_s", (int, float), 300.0), "generation.fallback_cooldown_s")),
-    )
-    net = _section(raw, "network")
-    proxies_file = _get(net, "network", "proxies_file", str, "")
-    network = NetworkConfig(
-        proxies_file=rel(proxies_file) if proxies_file else None,
-        proxy_cooldown_s=float(_positive(_get(net, "network", "proxy_cooldown_s", (int, float), 300.0), "network.proxy_cooldown_s")),
-        proxy_fallback_direct=bool(_get(net, "network", "proxy_fallback_direct", bool, True)),
-        proxy_for_kie=bool(_get(net, "network", "proxy_for_kie", bool, False)),
-    )
-    lim = _section(raw, "limits")
-
-    def _limit(key: str, default: int) -> int:
-        value = _get(lim, "limits", key, int, default)
-        if value < 0:
-            raise ConfigError(f"config: limits.{key} must not be negative")
-        return value
-
-    limits = LimitsConfig(
-        videos_per_day=_limit("videos_per_day", 30),
-        min_seconds_between_orders=_limit("min_seconds_between_orders", 20),
-        max_jobs_in_flight=_limit("max_jobs_in_flight", 10),
-    )
-    payments, referrals = _payments(raw)
-    ops_sec = _section(raw, "ops")
-    listen = _get(ops_sec, "ops", "listen", str, "127.0.0.1:9108")
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError("config: ops.listen must look like 127.0.0.1:9108")
-    backup_keep = _get(ops_sec, "ops", "backup_keep", int, 7)
-    if backup_keep < 1:
-        raise ConfigError("config: ops.backup_keep must be at least 1")
-    ops = OpsConfig(
-        enabled=bool(_get(ops_sec, "ops", "enabled", bool, True)),
-        listen=listen,
-        heartbeat_max_age_s=float(_positive(_get(ops_sec, "ops", "heartbeat_max_age_s", (int, float), 60.0), "ops.heartbeat_max_age_s")),
-        backup_dir=rel(_get(ops_sec, "ops", "backup_dir", str, str(storage_dir / "backups"))),
-        backup_keep=backup_keep,
-        backup_interval_h=float(_get(ops_sec, "ops", "backup_interval_h", (int, float), 24.0)),
-        failure_rate_alert=float(_get(ops_sec, "ops", "failure_rate_alert", (int, float), 0.5)),
-        failure_rate_min_jobs=int(_positive(_get(ops_sec, "ops", "failure_rate_min_jobs", int, 10), "ops.failure_rate_min_jobs")),
-        sentry_dsn=env.get("NEUROCARDS_SENTRY_DSN") or _get(ops_sec, "ops", "sentry_dsn", str, ""),
-    )
-    bc = _section(raw, "broadcast")
-    broadcast = BroadcastConfig(
-        per_s=float(_positive(_get(bc, "broadcast", "per_s", (int, float), 20.0), "broadcast.per_s")),
-        progress_every_s=float(_positive(_get(bc, "broadcast", "progress_every_s", (int, float), 5.0),
-                                         "broadcast.progress_every_s")),
-    )
-    return Config(
-        path=cfg_path,
-        broadcast=broadcast,
-        ops=ops,
-        payments=payments,
-        referrals=referrals,
-        network=network,
-        limits=limits,
-        telegram=telegram,
-        kie=kie,
-        openai=openai,
-        storage=storage,
-        credits=credits,
-        generation=generation,
-        sandbox=sandbox,
-    )
+    if "path" in raw:
+        raise ConfigError("config: unknown key path (a typo? config.toml lists every key)")
+    _apply_environment(raw, env)
+    if sandbox and isinstance(raw.setdefault("generation", {}), dict):
+        raw["generation"]["sandbox"] = True
+    try:
+        config = Config.model_validate({**raw, "path": cfg_path}, context={"base": cfg_path.parent})
+    except ValidationError as exc:
+        raise _one_line(exc) from None
+    if online:
+        config.require_online()
+    return config

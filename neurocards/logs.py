@@ -47,8 +47,10 @@ class RedactSecrets(logging.Filter):
 
 
 def config_secrets(config: Config) -> list[str]:
-    token = config.telegram.token
-    return [token, token.split(":", 1)[-1], *config.kie.api_keys, config.openai.api_key]
+    token = config.telegram.token.get_secret_value()
+    others = (config.openai.api_key, config.kie.callback_secret, config.kie.callback_hmac_key, *config.kie.api_keys)
+    values = [token, token.split(":", 1)[-1], *(secret.get_secret_value() for secret in others)]
+    return [value for value in values if value]
 
 
 def setup_logging(config: Config | None, level: int = logging.INFO) -> None:
@@ -69,7 +71,7 @@ def setup_logging(config: Config | None, level: int = logging.INFO) -> None:
 
 def setup_sentry(config: Config) -> bool:
     """Optional error reporting; every configured secret is masked in what is sent."""
-    dsn = config.ops.sentry_dsn
+    dsn = config.ops.sentry_dsn.get_secret_value()
     if not dsn:
         return False
     try:

@@ -91,11 +91,40 @@ def test_secrets_from_environment(config_file: Path) -> None:
                            .replace('api_keys = ["kie-secret-key-1"]', ""), encoding="utf-8")
     config = load_config(config_file, env={"NEUROCARDS_TELEGRAM_TOKEN": "42:ENV-TOKEN",
                                            "NEUROCARDS_KIE_API_KEYS": "a-key, b-key", "OPENAI_API_KEY": "sk-x"})
-    assert config.telegram.token == "42:ENV-TOKEN"
-    assert config.kie.api_keys == ("a-key", "b-key")
-    assert config.openai.api_key == "sk-x"
+    assert config.telegram.token.get_secret_value() == "42:ENV-TOKEN"
+    assert [k.get_secret_value() for k in config.kie.api_keys] == ["a-key", "b-key"]
+    assert config.openai.api_key.get_secret_value() == "sk-x"
+    assert not any(secret in repr(config) for secret in ("ENV-TOKEN", "a-key", "sk-x"))
     with pytest.raises(ConfigError, match="telegram.token"):
         load_config(config_file, env={})
+
+
+def test_offline_commands_need_no_token_or_keys(config_file: Path) -> None:
+    config_file.write_text(BASE_CONFIG.replace('token = "123456:TEST-TOKEN-abcdefghijklmnop"', "")
+                           .replace('api_keys = ["kie-secret-key-1"]', ""), encoding="utf-8")
+    config = load_config(config_file, env={}, online=False)
+    assert config.storage.database == config_file.parent / "store" / "bot.sqlite3"
+    with pytest.raises(ConfigError, match="telegram.token"):
+        config.require_online()
+
+
+@pytest.mark.parametrize(
+    ("edit", "line"),
+    [
+        (lambda s: s.replace("per_video = 10", "per_vidoe = 10"), "unknown key credits.per_vidoe"),
+        (lambda s: s + "\n[telegarm]\ntoken = \"1:x\"\n", "unknown key telegarm"),
+        (lambda s: s + "\n[payments]\npacks = [{ id = \"s\", credits = 5, stars = 5, price = 1 }]\n",
+         "unknown key payments.packs[1].price"),
+        (lambda s: s + "\n[ops]\nlisten = \"9108\"\n", "ops.listen must look like"),
+        (lambda s: s.replace('[kie]', '[kie]\ncallback_url = "https://bot.example.com"'),
+         "kie.callback_secret must be set"),
+    ],
+)
+def test_typos_and_broken_rules_name_the_key(config_file: Path, edit, line: str) -> None:
+    config_file.write_text(edit(BASE_CONFIG), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file, env={})
+    assert line in str(info.value) and "\n" not in str(info.value)
 
 
 def test_shipped_config_is_complete(tmp_path: Path) -> None:

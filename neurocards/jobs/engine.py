@@ -206,7 +206,7 @@ class Engine:
             model=job.model,
             aspect_ratio=template.aspect_ratio,
             duration_s=template.duration_s,
-            callback_url=(callback_url(self.config.kie.callback_url, self.config.kie.callback_secret)
+            callback_url=(callback_url(self.config.kie.callback_url, self.config.kie.callback_secret.get_secret_value())
                           if self.config.kie.callback_url else None),
         )
         try:

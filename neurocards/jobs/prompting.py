@@ -121,7 +121,7 @@ class PromptBuilder:
             from openai import AsyncOpenAI  # imported lazily: most test runs never need it
 
             self._client = AsyncOpenAI(
-                api_key=config.api_key,
+                api_key=config.api_key.get_secret_value(),
                 base_url=config.base_url or None,
                 timeout=config.timeout_s,
                 max_retries=0,  # a retry would blow the timeout budget; the template is the retry

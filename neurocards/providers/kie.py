@@ -140,7 +140,7 @@ class KieProvider:
         self._billing_cooldown_s = billing_cooldown_s
         accounts = accounts or {}
         self._keys: list[_Key] = []
-        for secret in dict.fromkeys(config.api_keys):  # de-duplicate, keep order
+        for secret in dict.fromkeys(k.get_secret_value() for k in config.api_keys):  # de-duplicate, keep order
             kid = key_id_for(secret)
             # `accounts` may be keyed by the key itself or by its key_id.
             account = accounts.get(secret) or accounts.get(kid) or "default"
