@@ -39,8 +39,8 @@ from neurocards.jobs.engine import Engine
 from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics, OpsServer, engine_health, pool_states
-from neurocards.providers.base import VideoProvider
-from neurocards.providers.kie_callbacks import CallbackServer
+from neurocards.providers.base import BalanceSource, KeyRotation, VideoProvider
+from neurocards.providers.kie_callbacks import CallbackServer, callback_urls
 from neurocards.proxies import ProxyConfigError, ProxyPool, RotatingProxyTransport, load_proxies
 from neurocards.services import Services
 from neurocards.services.orders import Orders
@@ -57,25 +57,34 @@ log = logging.getLogger("neurocards")
 
 def build_chain(config: Config, transport: httpx.AsyncBaseTransport | None = None,
                 kie_backend: VideoProvider | None = None) -> ProviderChain:
-    """One backend per kind, shared by the chain entries that use it (one KIE client, one sandbox)."""
+    """One backend per kind, shared by the chain entries that use it (one KIE client, one sandbox).
+
+    Each entry carries what the engine must know about its provider (keys, callbacks, polling,
+    upload caching), so the engine never asks which provider it is talking to."""
     kie: VideoProvider | None = kie_backend
     sandbox: VideoProvider | None = None
+    kcfg = config.kie
+    callbacks = callback_urls(kcfg.callback_url, kcfg.callback_secret.get_secret_value()) if kcfg.callback_url else None
     entries: list[ChainEntry] = []
     for index, name in enumerate(config.generation.providers):
+        common = {"name": name, "cost": config.credits.price(name), "simple": index > 0 and name == "sandbox",
+                  "poll_interval_s": kcfg.poll_interval_s, "timeout_s": kcfg.timeout_s}
         if name == "sandbox":
             if sandbox is None:
                 from neurocards.providers.sandbox import SandboxProvider
 
                 sandbox = SandboxProvider(config.storage.dir / "sandbox")
-            backend, fixed, default = sandbox, None, "sandbox"
-        else:
-            if kie is None:
-                from neurocards.providers.kie import KieProvider
+            entries.append(ChainEntry(backend=sandbox, fixed_model=None, default_model="sandbox", **common))
+            continue
+        if kie is None:
+            from neurocards.providers.kie import KieProvider
 
-                kie = KieProvider(config.kie, transport=transport, accounts=config.kie.key_accounts() or None)
-            backend, fixed, default = kie, (name.split(":", 1)[1] or None) if ":" in name else None, config.kie.model
-        entries.append(ChainEntry(name=name, backend=backend, fixed_model=fixed, default_model=default,
-                                  cost=config.credits.price(name), simple=index > 0 and name == "sandbox"))
+            kie = KieProvider(kcfg, transport=transport, accounts=kcfg.key_accounts() or None)
+        entries.append(ChainEntry(
+            backend=kie, fixed_model=(name.split(":", 1)[1] or None) if ":" in name else None,
+            default_model=kcfg.model, keys=kie if isinstance(kie, KeyRotation) else None,
+            balance=kie if isinstance(kie, BalanceSource) else None, callbacks=callbacks,
+            callback_poll_interval_s=kcfg.callback_poll_interval_s, cache_uploads=True, **common))
     return ProviderChain(entries, failures_to_switch=config.generation.fallback_failures,
                          cooldown_s=config.generation.fallback_cooldown_s)
 
@@ -164,7 +173,8 @@ class Application:
             config=cfg, jobs=self.jobs, users=self.users, products=self.products, chain=self.chain,
             notifier=self.notifier, templates=self.templates, prompts=self.prompts, alerts=self.alerts,
             metrics=self.metrics)
-        self.balance_watch = BalanceWatch(self.kie, self.alerts, cfg.kie.low_balance_alert)
+        self.balance_watch = BalanceWatch(next(iter(self.chain.balance_sources()), None), self.alerts,
+                                          cfg.kie.low_balance_alert)
         self.orders = Orders(cfg, self.jobs, self.templates, self.chain, on_new_jobs=self.engine.wake,
                              metrics=self.metrics)
         services = Services(config=cfg, db=self.db, users=self.users, products=self.products, jobs=self.jobs,

@@ -259,6 +259,15 @@ class RetryConfig(Section):
     queue_notice_after_s: Float = 300.0
 
 
+class DeliveryConfig(Section):
+    """Sending a finished (paid) video: keep trying through a Telegram outage before refunding."""
+
+    give_up_after_s: PositiveFloat = 1800.0
+    max_delay_s: PositiveFloat = 300.0  # the growing wait between attempts stops growing here
+    # The slowest uplink we plan for: the sendVideo timeout grows by file size / this rate.
+    min_upload_kbps: PositiveFloat = 1000.0
+
+
 PROVIDER_NAME = re.compile(r"kie|kie:.*|sandbox")
 
 
@@ -350,6 +359,7 @@ class Config(Section):
     limits: LimitsConfig = LimitsConfig()
     ops: OpsConfig = OpsConfig()
     broadcast: BroadcastConfig = BroadcastConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     payments: PaymentsConfig = PaymentsConfig()
     referrals: ReferralsConfig = ReferralsConfig()
 

@@ -54,6 +54,17 @@ class Metrics:
         self.refunded = Counter("neurocards_credits_refunded_total", "Credits given back by refunds.", registry=r)
         self.send_errors = Counter("neurocards_telegram_send_errors_total",
                                    "Failed sendVideo calls, by delivery error kind.", ["kind"], registry=r)
+        self.orphaned = Counter("neurocards_kie_tasks_orphaned_total",
+                                "createTask calls repeated while an earlier one may have created a paid task "
+                                "(a possible double payment), by reason.", ["reason"], registry=r)
+        self.adopted = Counter("neurocards_kie_tasks_adopted_total",
+                               "Tasks of unknown createTask outcome found again through their callback.",
+                               registry=r)
+        self.duplicate_risk = Counter("neurocards_telegram_video_resends_total",
+                                      "sendVideo repeated after an attempt of unknown outcome (the seller may "
+                                      "get the video twice).", registry=r)
+        self.reclaimed = Counter("neurocards_jobs_reclaimed_total",
+                                 "Job claims released by the watchdog (the step that held them died).", registry=r)
         self.generation = Histogram("neurocards_generation_seconds", "Provider task time, submit to result.",
                                     buckets=GENERATION_BUCKETS, registry=r)
         self.delivery = Histogram("neurocards_delivery_seconds", "Duration of a successful sendVideo.",
@@ -103,6 +114,19 @@ class Metrics:
     def credits_charged(self, n: int) -> None:
         if n > 0:
             self.charged.inc(n)
+
+    def kie_task_orphaned(self, reason: str) -> None:
+        self.orphaned.labels(reason=reason).inc()
+
+    def kie_task_adopted(self) -> None:
+        self.adopted.inc()
+
+    def video_resent_unsure(self) -> None:
+        self.duplicate_risk.inc()
+
+    def claims_reclaimed(self, n: int) -> None:
+        if n > 0:
+            self.reclaimed.inc(n)
 
     def telegram_send_error(self, kind: str) -> None:
         self.send_errors.labels(kind=kind).inc()

@@ -12,7 +12,8 @@ from neurocards import speedups
 
 speedups.install()  # as `neurocards run` does, before anything imports aiogram
 
-from tests.fakes.kie import FakeKie  # noqa: E402 (after speedups.install)
+from tests.engine_kit import EngineKit, running_kit  # noqa: E402 (after speedups.install)
+from tests.fakes.kie import FakeKie  # noqa: E402
 from tests.fakes.telegram import FakeTelegram  # noqa: E402
 from tests.harness import TOKEN, Harness  # noqa: E402
 
@@ -98,3 +99,10 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         await kie.stop()
         await tg.stop()
     tg.assert_no_rejections()
+
+
+@pytest.fixture
+async def engine_kit(tmp_path: Path) -> AsyncIterator[EngineKit]:
+    """The real engine over a real SQLite file, with an in-memory provider (see tests/engine_kit.py)."""
+    async with running_kit(tmp_path) as kit:
+        yield kit

@@ -28,7 +28,8 @@ async def test_callback_finishes_the_job_without_waiting_for_the_slow_poll(harne
     await harness.wait_jobs(lambda rows: bool(rows) and rows[0]["state"] == "generating")
     task_id, task = next(iter(harness.kie.tasks.items()))
     url = task.callback_url
-    assert url == f"http://127.0.0.1:{port}/kie/callback/{SECRET}"
+    job_id = harness.jobs(9601)[0]["id"]  # the URL names the job and its createTask attempt
+    assert url == f"http://127.0.0.1:{port}/kie/callback/{SECRET}?job={job_id}&attempt=1"
     polls = harness.kie.count("veoRecordInfo")
 
     # Forged: a wrong secret path, or a right path without KIE's signature: nothing happens.

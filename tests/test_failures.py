@@ -20,7 +20,7 @@ CASES = [
     (K.TASK_FAILED, None, "422", "Invalid prompt: prompt contains prohibited content", F.USER_VIOLATION),
     (K.TASK_FAILED, None, "501", "Generation failed due to content policy", F.USER_VIOLATION),
     (K.TASK_FAILED, None, "500", "Internal Error - Timeout", F.TEMPORARY),
-    (K.TASK_FAILED, None, "501", "Generation Failed", F.TEMPORARY),
+    (K.TASK_FAILED, None, "501", "Generation Failed", F.GENERATION_FAILED),  # final (api-notes §2)
     (K.TASK_FAILED, None, "451", "Failed to fetch the image. Kindly verify any access limits set by you or your service provider.", F.TEMPORARY),
     (K.API, 200, 500, "Server Error", F.TEMPORARY),
     (K.API, 200, 455, "Service Unavailable – maintenance", F.TEMPORARY),

@@ -36,7 +36,7 @@ class Recorder:
         self.calls: list[tuple[str, TaskStatus]] = []
         self.fail = fail
 
-    async def __call__(self, task_id: str, status: TaskStatus) -> bool:
+    async def __call__(self, task_id: str, status: TaskStatus, hint: tuple[int, int] | None = None) -> bool:
         self.calls.append((task_id, status))
         if self.fail:
             raise RuntimeError("handler bug")

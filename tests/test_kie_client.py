@@ -237,8 +237,21 @@ async def test_timeout_and_connection_refused(fake: FakeKie) -> None:
     await kie.aclose()
     dead = make(fake, base_url="http://127.0.0.1:9")  # nothing listens on the discard port
     err = await raises(dead.get_credits())
-    assert err.kind is ErrorKind.NETWORK
+    assert err.kind is ErrorKind.CONNECT and not err.outcome_unknown  # surely never sent
     await dead.aclose()
+
+
+async def test_create_task_knows_when_it_is_unsure(fake: FakeKie) -> None:
+    kie = make(fake, http_timeout_s=0.3)
+    url = await kie.upload_image(b"img", "p.jpg")
+    fake.fail_next("createTask", delay_s=1.0)  # KIE creates the task, the answer comes too late
+    err = await raises(kie.submit(req(url)))
+    assert err.kind is ErrorKind.TIMEOUT and err.outcome_unknown and err.key_id == ID1
+    fake.fail_next("createTask", drop_connection=True)  # reset after the request went out
+    assert (await raises(kie.submit(req(url)))).outcome_unknown
+    fake.fail_next("createTask", code=500, msg="Server Error")  # an answer: no task was created
+    assert not (await raises(kie.submit(req(url)))).outcome_unknown
+    await kie.aclose()
 
 
 async def test_poll_errors(fake: FakeKie, kie: KieProvider) -> None:
@@ -313,8 +326,9 @@ async def test_round_robin_disable_and_no_keys(fake: FakeKie) -> None:
     kie = make(fake, (KEY1, KEY2))
     url = await kie.upload_image(b"img", "p.jpg")
     tasks = [await kie.submit(req(url)) for _ in range(4)]
-    assert [fake.tasks[t.task_id].key for t in tasks] == [KEY2, KEY1, KEY2, KEY1]  # upload took KEY1
-    assert [t.key_id for t in tasks] == [ID2, ID1, ID2, ID1]
+    # Paid tasks rotate on their own: the upload (free, KEY1) does not shift them.
+    assert [fake.tasks[t.task_id].key for t in tasks] == [KEY1, KEY2, KEY1, KEY2]
+    assert [t.key_id for t in tasks] == [ID1, ID2, ID1, ID2]
 
     assert kie.disable_key(ID1, "code=402 credits") and kie.available_keys() == 1
     assert {fake.tasks[(await kie.submit(req(url))).task_id].key for _ in range(3)} == {KEY2}
@@ -360,12 +374,12 @@ async def test_cool_down_is_per_account(fake: FakeKie) -> None:
 async def test_per_key_error_carries_key_id(fake: FakeKie) -> None:
     kie = make(fake, (KEY1, KEY2))
     url = await kie.upload_image(b"img", "p.jpg")  # KEY1
-    fake.set_key_error(KEY2, code=402, msg=CREDITS_MSG)
-    err = await raises(kie.submit(req(url)))
-    assert (err.code, err.key_id) == (402, ID2)
+    fake.set_key_error(KEY1, code=402, msg=CREDITS_MSG)
+    err = await raises(kie.submit(req(url)))  # the first paid task goes to KEY1 too
+    assert (err.code, err.key_id) == (402, ID1)
     kie.disable_key(err.key_id or "", err.message)  # what the engine does
-    assert fake.tasks[(await kie.submit(req(url))).task_id].key == KEY1
-    assert [s["errors"] for s in kie.key_states()] == [0, 1]
+    assert fake.tasks[(await kie.submit(req(url))).task_id].key == KEY2
+    assert [s["errors"] for s in kie.key_states()] == [1, 0]
     await kie.aclose()
 
 

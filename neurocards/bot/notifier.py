@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class TelegramNotifier:
         self.support_username = support_username
         self.max_upload_bytes = max_upload_bytes
 
-    async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False) -> str:
+    async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False,
+                            timeout_s: float | None = None) -> str:
         if job.video_file_id:
             video: FSInputFile | str = job.video_file_id
         elif path is not None:
@@ -49,7 +51,8 @@ class TelegramNotifier:
         try:
             message = await self.bot.send_video(
                 job.chat_id, video, caption=self._ready_caption(job, balance, simple),
-                reply_markup=keyboards.video_result(job.product_id), supports_streaming=True)
+                reply_markup=keyboards.video_result(job.product_id), supports_streaming=True,
+                request_timeout=math.ceil(timeout_s) if timeout_s else None)
         except TelegramRetryAfter as exc:
             raise DeliveryError(DeliveryErrorKind.RETRY_AFTER, exc.message, float(exc.retry_after)) from None
         except TelegramForbiddenError as exc:
@@ -58,8 +61,13 @@ class TelegramNotifier:
             raise DeliveryError(DeliveryErrorKind.TOO_LARGE, exc.message) from None
         except TelegramBadRequest as exc:
             raise DeliveryError(DeliveryErrorKind.REJECTED, exc.message) from None
-        except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
+        except TelegramServerError as exc:  # Telegram answered: the video is not in the chat
             raise DeliveryError(DeliveryErrorKind.NETWORK, str(exc)) from None
+        except TelegramNetworkError as exc:
+            kind = DeliveryErrorKind.NETWORK if _never_connected(exc) else DeliveryErrorKind.UNSURE
+            raise DeliveryError(kind, str(exc)) from None
+        except TimeoutError as exc:
+            raise DeliveryError(DeliveryErrorKind.UNSURE, str(exc) or "timeout") from None
         if message.video is not None:
             return message.video.file_id
         if message.document is not None:
@@ -90,12 +98,18 @@ class TelegramNotifier:
         elif cls is FailureClass.TIMEOUT:
             await self.bot.send_message(job.chat_id, texts.failed_timeout(balance),
                                         reply_markup=keyboards.failed_retry(job.product_id, topup=topup))
+        elif cls is FailureClass.GENERATION_FAILED:
+            await self.bot.send_message(job.chat_id, texts.failed_generation(balance),
+                                        reply_markup=keyboards.failed_violation(topup=topup))
         elif cls is FailureClass.PHOTO_GONE:
             await self.bot.send_message(job.chat_id, texts.failed_photo_gone(balance),
                                         reply_markup=keyboards.failed_violation(topup=topup))
         else:
             await self.bot.send_message(job.chat_id, texts.failed_after_retries(attempts, balance),
                                         reply_markup=keyboards.failed_retry(job.product_id, topup=topup))
+
+    async def delivery_delayed(self, job: Job) -> None:
+        await self.bot.send_message(job.chat_id, texts.DELIVERY_DELAYED)
 
     async def delivery_failed(self, job: Job, balance: int) -> None:
         topup = self.balance_view(balance).short
@@ -112,6 +126,12 @@ class TelegramNotifier:
                 await self.bot.send_message(admin_id, text, parse_mode=None)
             except Exception as exc:  # an unreachable admin must not stop the others
                 log.warning("alert to admin %d failed: %s", admin_id, type(exc).__name__)
+
+
+def _never_connected(exc: TelegramNetworkError) -> bool:
+    """aiogram names the aiohttp error: a failed connect means the upload never left."""
+    return any(name in exc.message for name in ("ClientConnectorError", "ClientProxyConnectionError",
+                                                "Cannot connect to host"))
 
 
 def _mentions_people(text: str) -> bool:

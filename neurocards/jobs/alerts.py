@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from neurocards.providers.base import BalanceSource
 from neurocards.store.db import Database
 from neurocards.store.monitoring import outcomes_since
 
@@ -100,18 +101,17 @@ class Alerts:
 class BalanceWatch:
     """Warns the admins while the KIE account balance is below the threshold (before it runs out)."""
 
-    def __init__(self, provider: object, alerts: Alerts, threshold: float) -> None:
+    def __init__(self, provider: BalanceSource | None, alerts: Alerts, threshold: float) -> None:
         self.provider = provider
         self.alerts = alerts
         self.threshold = threshold
         self.last_balance: float | None = None
 
     async def check(self) -> float | None:
-        get_credits = getattr(self.provider, "get_credits", None)
-        if get_credits is None or self.threshold <= 0:
+        if self.provider is None or self.threshold <= 0:
             return None
         try:
-            balance = float(await get_credits())
+            balance = float(await self.provider.get_credits())
         except Exception as exc:
             log.warning("KIE balance check failed: %s", exc)
             return None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from neurocards.jobs.failures import FailureClass
-from neurocards.providers.base import VideoProvider
+from neurocards.providers.base import BalanceSource, KeyRotation, VideoProvider
 
 log = logging.getLogger("neurocards.chain")
 
@@ -22,17 +22,39 @@ OUTAGE_CLASSES = frozenset({FailureClass.TEMPORARY, FailureClass.BILLING, Failur
                             FailureClass.UNKNOWN})
 
 
+CallbackUrls = Callable[[int, int], str]  # (job id, submit attempt) -> callBackUrl
+
+
 @dataclass
 class ChainEntry:
+    """One way to make a video, with everything the engine needs to know about its provider."""
+
     name: str
     backend: VideoProvider
     fixed_model: str | None
     cost: int
     simple: bool  # a plainer video than the primary: the seller is told so
     default_model: str = ""
+    keys: KeyRotation | None = None  # None: the provider has no keys to rotate
+    balance: BalanceSource | None = None  # None: no account balance to watch
+    callbacks: CallbackUrls | None = None  # None: the provider never calls back, polling only
+    poll_interval_s: float = 10.0
+    callback_poll_interval_s: float = 60.0  # with callbacks, polling is only a safety net
+    timeout_s: float = 900.0  # a task running longer is failed and refunded
+    cache_uploads: bool = False  # the upload URL stays valid for sibling jobs (stored on the product)
     failures: int = 0
     down_until: float = 0.0
     first_failure_at: float | None = field(default=None)
+
+    def callback_url(self, job_id: int, attempt: int) -> str | None:
+        return self.callbacks(job_id, attempt) if self.callbacks is not None else None
+
+    def poll_interval(self, age_s: float) -> float:
+        """KIE's guidance: poll often at first, then less; with callbacks polling is a safety net."""
+        base = self.poll_interval_s
+        if age_s >= 120:
+            base = max(base, min(30.0, 2 * base))
+        return max(base, self.callback_poll_interval_s) if self.callbacks is not None else base
 
 
 class ProviderChain:
@@ -67,6 +89,13 @@ class ProviderChain:
         unique: dict[int, VideoProvider] = {}
         for entry in self.entries:
             unique.setdefault(id(entry.backend), entry.backend)
+        return list(unique.values())
+
+    def balance_sources(self) -> list[BalanceSource]:
+        unique: dict[int, BalanceSource] = {}
+        for entry in self.entries:
+            if entry.balance is not None:
+                unique.setdefault(id(entry.balance), entry.balance)
         return list(unique.values())
 
     def available(self, entry: ChainEntry) -> bool:

@@ -23,6 +23,7 @@ class FailureClass(StrEnum):
     BILLING = "billing"  # the key cannot pay (out of credits, revoked, capped)
     OUR_BUG = "our_bug"  # our request is wrong; retrying cannot help
     UNKNOWN = "unknown"  # not seen before: retried like temporary, logged raw
+    GENERATION_FAILED = "generation_failed"  # KIE 501: the model could not make this video
     TIMEOUT = "timeout"  # the task ran past kie.timeout_s (never resubmitted)
     PHOTO_GONE = "photo_gone"  # the stored product photo no longer exists
 
@@ -51,7 +52,7 @@ def _rule(failure: FailureClass, *, codes: tuple[int, ...] = (), kinds: tuple[Er
 
 U, T, R, B, BUG = (FailureClass.USER_VIOLATION, FailureClass.TEMPORARY, FailureClass.RATE_LIMIT,
                  FailureClass.BILLING, FailureClass.OUR_BUG)
-NET = (ErrorKind.NETWORK, ErrorKind.TIMEOUT, ErrorKind.MALFORMED, ErrorKind.DOWNLOAD)
+NET = (ErrorKind.CONNECT, ErrorKind.NETWORK, ErrorKind.TIMEOUT, ErrorKind.MALFORMED, ErrorKind.DOWNLOAD)
 
 RULES: tuple[Rule, ...] = (
     # Content moderation, whatever status carries it.
@@ -70,10 +71,13 @@ RULES: tuple[Rule, ...] = (
     _rule(B, text=r"credits are insufficient|insufficient credits|top up"),
     # Rate limiting: KIE drops the request, it does not queue it.
     _rule(R, codes=(429,)),
+    # KIE 501 "Generation Failed": final, refunded with its own message (api-notes §2).
+    _rule(FailureClass.GENERATION_FAILED, codes=(501,)),
+    _rule(FailureClass.GENERATION_FAILED, text=r"^generation failed$"),
     # Transient upstream trouble.
     _rule(T, text=r"internal error|timed? ?out|try again|temporar|busy|overload|unavailable"),
     _rule(T, text=r"failed to fetch the image"),
-    _rule(T, codes=(451, 455, 500, 501, 502, 503, 504, 520, 522, 524)),
+    _rule(T, codes=(451, 455, 500, 502, 503, 504, 520, 522, 524)),
     _rule(T, kinds=NET),
 )
 

@@ -20,7 +20,8 @@ log = logging.getLogger("neurocards.notify")
 
 class DeliveryErrorKind(StrEnum):
     RETRY_AFTER = "retry_after"  # flood control: wait and send again, not a failed attempt
-    NETWORK = "network"  # connection problem or timeout: a few attempts with backoff
+    NETWORK = "network"  # not delivered (no connection, Telegram 5xx): retried with a growing wait
+    UNSURE = "unsure"  # timeout or reset after the upload went out: it may be in the chat already
     TOO_LARGE = "too_large"  # over the Bot API server's upload limit
     REJECTED = "rejected"  # Bad Request: the media or the call was refused
     FORBIDDEN = "forbidden"  # the user blocked the bot: stop at once
@@ -35,10 +36,12 @@ class DeliveryError(Exception):
 
 
 class JobNotifier(Protocol):
-    async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False) -> str:
+    async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False,
+                            timeout_s: float | None = None) -> str:
         """Send the finished video (from `path`, or by job.video_file_id); return Telegram's file_id.
 
         `simple`: made by a fallback provider, the seller is told it is a simpler video.
+        `timeout_s`: how long the upload may take (it grows with the file size).
 
         Raises DeliveryError."""
 
@@ -47,6 +50,9 @@ class JobNotifier(Protocol):
     async def job_failed(self, job: Job, failure: Failure, attempts: int, balance: int) -> None: ...
 
     async def delivery_failed(self, job: Job, balance: int) -> None: ...
+
+    async def delivery_delayed(self, job: Job) -> None:
+        """The video is ready but Telegram does not take it yet (raises if this message fails too)."""
 
     async def job_waiting(self, job: Job, eta_minutes: int) -> None: ...
 

@@ -48,10 +48,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             resp = await self._get().request(
                 request.method, str(request.url), headers=list(request.headers.multi_items()),
                 data=body or None, allow_redirects=False)
-        except TimeoutError:
-            raise httpx.ConnectTimeout("timed out", request=request) from None
-        except aiohttp.ClientError as exc:
+        # Whether the request may have reached the server matters to the caller (a paid task may
+        # exist), so "never connected" and "connected, then no answer" stay different exceptions.
+        except aiohttp.ConnectionTimeoutError:
+            raise httpx.ConnectTimeout("connect timed out", request=request) from None
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake, proxy connect
             raise httpx.ConnectError(str(exc), request=request) from None
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out waiting for the answer", request=request) from None
+        except aiohttp.ClientError as exc:  # reset or closed after the request was written
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from None
         headers = [(k, v) for k, v in resp.raw_headers]
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers
                    if k.lower() not in (b"content-encoding", b"transfer-encoding")]

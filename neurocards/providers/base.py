@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class ErrorKind(StrEnum):
@@ -19,10 +19,15 @@ class ErrorKind(StrEnum):
 
     API = "api"  # the provider answered with an error (HTTP status or body `code`)
     TASK_FAILED = "task_failed"  # the task itself ended in failure (failCode/failMsg)
-    NETWORK = "network"  # connection refused/reset, DNS, TLS
-    TIMEOUT = "timeout"  # our HTTP timeout while talking to the provider
+    CONNECT = "connect"  # the request surely never left: refused, DNS, connect timeout, proxy
+    NETWORK = "network"  # the connection broke after the request may have gone out (reset)
+    TIMEOUT = "timeout"  # our HTTP timeout while waiting for the answer
     MALFORMED = "malformed"  # not JSON, or JSON of an unexpected shape
     DOWNLOAD = "download"  # the result file could not be fetched
+
+
+# A gateway gave up waiting for the origin, which may still have done the work.
+GATEWAY_TIMEOUTS = frozenset({504, 524})
 
 
 class ProviderError(Exception):
@@ -43,6 +48,12 @@ class ProviderError(Exception):
         self.http_status = http_status
         self.code = code
         self.key_id = key_id
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """The request may have reached the provider and taken effect (a task may exist)."""
+        return self.kind in (ErrorKind.NETWORK, ErrorKind.TIMEOUT, ErrorKind.MALFORMED) or (
+            self.kind is ErrorKind.API and self.http_status in GATEWAY_TIMEOUTS)
 
     def __str__(self) -> str:
         parts = [self.kind.value]
@@ -84,6 +95,29 @@ class TaskStatus:
     fail_code: str | None = None
     fail_msg: str | None = None
     progress: int | None = None
+    # The callBackUrl the task was created with, as the provider reports it (None: unknown).
+    callback_url: str | None = None
+
+
+@runtime_checkable
+class KeyRotation(Protocol):
+    """A provider paying with several API keys. The engine reports what a key's errors mean."""
+
+    def disable_key(self, key_id: str, reason: str) -> bool:
+        """Stop paying with the key for a while (billing trouble); False for an unknown key."""
+
+    def cool_down_key(self, key_id: str, seconds: float) -> bool:
+        """Pause new tasks on the key (and its account) after a rate limit."""
+
+    def available_keys(self) -> int:
+        """Keys that can still pay (a cooling key counts: it is only paused)."""
+
+
+@runtime_checkable
+class BalanceSource(Protocol):
+    """An account balance the operator should hear about before it runs out."""
+
+    async def get_credits(self) -> float: ...
 
 
 class VideoProvider(Protocol):

@@ -148,7 +148,12 @@ class KieProvider:
         self._by_id = {k.key_id: k for k in self._keys}
         # KIE counts new tasks per account, so keys of one account share one limiter.
         self._create_limiters = {k.account: _pacer(create_limit, create_period_s) for k in self._keys}
-        self._rr = 0
+        # Paid tasks rotate on their own counters (accounts in turn, then keys within the account),
+        # so free calls such as uploads cannot skew which account pays for the next task.
+        self._accounts = list(dict.fromkeys(k.account for k in self._keys))
+        self._account_rr = 0
+        self._key_rr: dict[str, int] = dict.fromkeys(self._accounts, 0)
+        self._free_rr = 0
         # Longest first, so a key that contains another key is scrubbed whole.
         self._secrets = sorted((k.secret for k in self._keys), key=len, reverse=True)
         self._http = self._make_client(transport, proxy, max_connections)
@@ -189,19 +194,38 @@ class KieProvider:
         return re.sub(r"(?i)bearer\s+[^\s\"',;]+", "Bearer ***", text)
 
     def _next_key(self) -> _Key:
-        """Round robin over keys usable for new work."""
+        """Round robin over usable keys for free calls (uploads, balance)."""
         now = time.monotonic()
         n = len(self._keys)
         for i in range(n):
-            key = self._keys[(self._rr + i) % n]
+            key = self._keys[(self._free_rr + i) % n]
             if key.state(now) == "active":
-                self._rr = (self._rr + i + 1) % n
+                self._free_rr = (self._free_rr + i + 1) % n
                 return key
+        raise self._no_key(now)
+
+    def _next_task_key(self) -> _Key:
+        """The key that pays for the next task: accounts in turn, keys in turn within each."""
+        now = time.monotonic()
+        n = len(self._accounts)
+        for i in range(n):
+            account = self._accounts[(self._account_rr + i) % n]
+            keys = [k for k in self._keys if k.account == account]
+            start = self._key_rr[account]
+            for j in range(len(keys)):
+                key = keys[(start + j) % len(keys)]
+                if key.state(now) == "active":
+                    self._account_rr = (self._account_rr + i + 1) % n
+                    self._key_rr[account] = (start + j + 1) % len(keys)
+                    return key
+        raise self._no_key(now)
+
+    def _no_key(self, now: float) -> ProviderError:
         if any(k.state(now) == "cooling" for k in self._keys):
             # Only rate-limited, not broke: code 429 so the engine backs off instead of refunding.
-            raise ProviderError("all KIE API keys are cooling down after rate limiting",
-                                kind=ErrorKind.API, code=429)
-        raise ProviderError("no usable KIE API key", kind=ErrorKind.API, code=402)
+            return ProviderError("all KIE API keys are cooling down after rate limiting",
+                                 kind=ErrorKind.API, code=429)
+        return ProviderError("no usable KIE API key", kind=ErrorKind.API, code=402)
 
     def _siblings(self, key: _Key, whole_account: bool) -> list[_Key]:
         return [k for k in self._keys if k.account == key.account] if whole_account else [key]
@@ -286,6 +310,10 @@ class KieProvider:
         headers = {"Authorization": f"Bearer {key.secret}"}
         try:
             resp = await self._http.request(method, url, headers=headers, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError,
+                httpx.UnsupportedProtocol) as exc:  # nothing was sent: safe to repeat
+            raise self._fail(op, ErrorKind.CONNECT, f"{op}: {type(exc).__name__}: {exc}",
+                             key=key, ctx=ctx) from None
         except httpx.TimeoutException as exc:
             raise self._fail(op, ErrorKind.TIMEOUT, f"{op}: timed out ({type(exc).__name__})",
                              key=key, ctx=ctx) from None
@@ -350,7 +378,7 @@ class KieProvider:
     async def submit(self, request: VideoRequest) -> SubmittedTask:
         adapter = get_adapter(request.model)
         body = adapter.build_body(request.model, request)
-        key = self._next_key()
+        key = self._next_task_key()
         await self._create_limiters[key.account].acquire()
         payload = await self._call("submit", "POST", self._base + adapter.create_path, key,
                                    ctx=f" model={request.model}", json=body)

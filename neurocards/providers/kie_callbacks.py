@@ -15,6 +15,7 @@ keep it from being captured.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -37,7 +38,8 @@ MAX_BODY_BYTES = 1024 * 1024  # a callback is a few KB; `param` echoes our promp
 TS_HEADER = "X-Webhook-Timestamp"
 SIG_HEADER = "X-Webhook-Signature"
 
-OnStatus = Callable[[str, TaskStatus], Awaitable[bool]]
+# (task id, status from the body, (job id, attempt) named by the URL or None) -> accepted
+OnStatus = Callable[[str, TaskStatus, tuple[int, int] | None], Awaitable[bool]]
 
 
 def new_path_secret() -> str:
@@ -46,14 +48,35 @@ def new_path_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
-def callback_url(public_base: str, path_secret: str) -> str:
-    """`https://bot.example.com` (optionally with a reverse-proxy prefix) -> full callBackUrl."""
+def callback_url(public_base: str, path_secret: str, job_id: int | None = None,
+                 attempt: int | None = None) -> str:
+    """`https://bot.example.com` (optionally with a reverse-proxy prefix) -> full callBackUrl.
+
+    With a job and attempt the URL names them, so a task whose createTask answer was lost can
+    still be matched to its job when KIE calls back (the hint is confirmed, never trusted)."""
     parts = urlsplit(public_base.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("kie.callback_url must be an http(s) URL like https://bot.example.com")
     if not path_secret:
         raise ValueError("callback path secret is empty")
-    return public_base.strip().rstrip("/") + ROUTE_PREFIX + quote(path_secret, safe="")
+    url = public_base.strip().rstrip("/") + ROUTE_PREFIX + quote(path_secret, safe="")
+    if job_id is not None and attempt is not None:
+        url += f"?job={int(job_id)}&attempt={int(attempt)}"
+    return url
+
+
+def callback_urls(public_base: str, path_secret: str) -> Callable[[int, int], str]:
+    """(job id, attempt) -> callBackUrl, checked once now so a bad base URL fails at start-up."""
+    callback_url(public_base, path_secret)
+    return functools.partial(callback_url, public_base, path_secret)
+
+
+def _hint(request: web.Request) -> tuple[int, int] | None:
+    """(job id, attempt) named by the URL; None when absent or not two small integers."""
+    job, attempt = request.query.get("job", ""), request.query.get("attempt", "")
+    if not (job.isdigit() and attempt.isdigit() and len(job) < 16 and len(attempt) < 8):
+        return None
+    return int(job), int(attempt)
 
 
 def _task_id(data: Mapping[str, Any]) -> str | None:
@@ -180,7 +203,7 @@ class CallbackServer:
                 self._hmac_key, max_age_s=self._max_age_s):
             return _reject(401, f"bad or stale signature for task {task_id!r}", request)
         try:
-            accepted = bool(await self._on_status(task_id, status))
+            accepted = bool(await self._on_status(task_id, status, _hint(request)))
         except Exception:
             # A 5xx would only make KIE retry (if it retries at all); polling will catch up.
             log.exception("kie callback handler failed task=%r", task_id)

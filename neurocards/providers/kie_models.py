@@ -13,6 +13,7 @@ fills in whatever else that model needs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -99,7 +100,8 @@ class ModelAdapter:
         return body
 
     def parse_status(self, data: Mapping[str, Any]) -> TaskStatus:
-        return veo_status(data) if self.family is Family.VEO else market_status(data)
+        status = veo_status(data) if self.family is Family.VEO else market_status(data)
+        return dataclasses.replace(status, callback_url=created_with_callback(data))
 
 
 def _veo(r: VideoRequest) -> dict[str, Any]:
@@ -209,6 +211,19 @@ def _url_list(value: Any) -> list[str]:
     if not isinstance(value, list):
         return []
     return [u for u in value if isinstance(u, str) and u]
+
+
+def created_with_callback(data: Mapping[str, Any]) -> str | None:
+    """The callBackUrl from the create request KIE echoes (`param` / `paramJson`, a JSON string)."""
+    for name in ("param", "paramJson"):
+        raw = data.get(name)
+        try:
+            body = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            continue
+        if isinstance(body, Mapping) and isinstance(body.get("callBackUrl"), str):
+            return str(body["callBackUrl"])
+    return None
 
 
 def market_status(data: Mapping[str, Any]) -> TaskStatus:

@@ -63,12 +63,19 @@ class Job:
     @property
     def price_paid(self) -> int:
         return self.price if self.price is not None and self.price < self.cost else self.cost
+    submit_attempt: int = 0
+    submit_unsure_at: float | None = None
+    fresh_tasks: int = 0
+    send_pending: bool = False
+    send_unsure: int = 0
+    delivery_failing_since: float | None = None
+    delivery_notified: bool = False
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         data: dict[str, Any] = {f.name: row[f.name] for f in fields(cls)}
         data["state"] = JobState(data["state"])
-        for flag in ("retry_notified", "queue_notified", "claimed"):
+        for flag in ("retry_notified", "queue_notified", "claimed", "send_pending", "delivery_notified"):
             data[flag] = bool(data[flag])
         return cls(**data)
 
@@ -90,12 +97,22 @@ class InsufficientCredits(Exception):
         return self.cost - self.balance
 
 
-class JobFinished(Exception):
+class JobMoved(Exception):
+    """The job is no longer where the writer expected it: someone else changed it in between."""
+
+
+class JobFinished(JobMoved):
     """The job ended (cancelled by an admin, refunded) while something was still working on it."""
 
 
 class DuplicateRequest(Exception):
     """The same confirmation was already turned into jobs."""
+
+
+def _sql_value(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return value.value
+    return int(value) if isinstance(value, bool) else value
 
 
 _UPDATABLE = {f.name for f in fields(Job)} - {"id", "user_id", "chat_id", "product_id", "request_key", "created_at"}
@@ -181,27 +198,33 @@ class JobStore:
         return float(row["t"]) if row and row["t"] is not None else None
 
     async def update(self, job_id: int, *, event: str | None = None, allow_finished: bool = False,
-                     **changes: Any) -> Job:
+                     expect: dict[str, Any] | None = None, **changes: Any) -> Job:
         """Write field changes (and an event row when the state changes or `event` is set).
 
-        A finished job is never moved again: that raises JobFinished unless `allow_finished`
-        (for bookkeeping such as forgetting a deleted file)."""
-        unknown = set(changes) - _UPDATABLE
+        A conditional write: with `expect` (e.g. {"state": "generating"}) the row changes only if
+        it still holds those values, else JobMoved. A finished job is never moved again: that
+        raises JobFinished unless `allow_finished` (bookkeeping such as forgetting a deleted file)."""
+        unknown = (set(changes) | set(expect or {})) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         now = time.time()
         changes["updated_at"] = now
         assignments = ", ".join(f"{k} = ?" for k in changes)
-        values = [v.value if isinstance(v, StrEnum) else v for v in changes.values()]
+        values = [_sql_value(v) for v in changes.values()]
+        guard = "" if allow_finished else " AND state NOT IN ('done', 'failed')"
+        conditions = [_sql_value(v) for v in (expect or {}).values()]
+        guard += "".join(f" AND {k} IS ?" for k in (expect or {}))
         async with self.db.transaction() as conn:
-            guard = "" if allow_finished else " AND state NOT IN ('done', 'failed')"
             row = await (await conn.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = ?{guard} RETURNING *", (*values, job_id))).fetchone()
+                f"UPDATE jobs SET {assignments} WHERE id = ?{guard} RETURNING *",
+                (*values, job_id, *conditions))).fetchone()
             if row is None:
-                exists = await (await conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,))).fetchone()
-                if exists:
+                current = await (await conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,))).fetchone()
+                if current is None:
+                    raise KeyError(job_id)
+                if current["state"] in TERMINAL and not allow_finished:
                     raise JobFinished(job_id)
-                raise KeyError(job_id)
+                raise JobMoved(job_id)
             if "state" in changes or event:
                 await conn.execute(
                     "INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, ?, ?)",
@@ -209,18 +232,22 @@ class JobStore:
                 )
         return Job.from_row(row)
 
-    async def fail_and_refund(self, job_id: int, *, error_class: str, error_text: str) -> tuple[Job, bool]:
+    async def fail_and_refund(self, job_id: int, *, error_class: str, error_text: str,
+                              only_in: tuple[JobState, ...] | None = None) -> tuple[Job, bool]:
         """End a job as failed and refund its charge; returns (job, refunded_now).
 
-        Idempotent: a second call finds the refund row already there and refunds nothing.
+        Idempotent: a second call finds the refund row already there and refunds nothing. With
+        `only_in`, nothing happens unless the job is in one of those states at the moment of the
+        write (one transaction: no one can move it in between).
         """
         now = time.time()
         refunded = False
+        allowed = tuple(s.value for s in only_in) if only_in else None
         async with self.db.transaction() as conn:
             row = await (await conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))).fetchone()
             if row is None:
                 raise KeyError(job_id)
-            if row["state"] != JobState.DONE:
+            if row["state"] != JobState.DONE and (allowed is None or row["state"] in allowed):
                 has_charge = await (await conn.execute(
                     "SELECT delta FROM credit_ledger WHERE job_id = ? AND reason = 'job_charge'",
                     (job_id,))).fetchone()
@@ -272,15 +299,34 @@ class JobStore:
         await self.db.execute(f"UPDATE jobs SET queue_notified = 1 WHERE id IN ({marks})", tuple(job_ids))
 
     async def cancel_queued(self, user_id: int, reason: str) -> list[int]:
-        """Fail and refund every job of the user that has not reached the provider yet."""
+        """Fail and refund every job of the user that has not reached the provider yet.
+
+        Each cancellation re-checks the state inside its own write: a job the engine moved on in
+        the meantime (photo uploaded, task created) is left to finish and be delivered."""
         rows = await self.db.fetchall(
             "SELECT id FROM jobs WHERE user_id = ? AND state = 'queued'", (user_id,))
         cancelled = []
         for row in rows:
-            _, refunded = await self.fail_and_refund(row["id"], error_class="cancelled", error_text=reason)
+            _, refunded = await self.fail_and_refund(row["id"], error_class="cancelled", error_text=reason,
+                                                     only_in=(JobState.QUEUED,))
             if refunded:
                 cancelled.append(int(row["id"]))
         return cancelled
+
+    async def release_claim(self, job_id: int, run_after: float) -> None:
+        """Give a job back to the dispatcher (after a step failed in a way we could not record)."""
+        await self.db.execute("UPDATE jobs SET claimed = 0, run_after = ? WHERE id = ? AND claimed = 1",
+                              (run_after, job_id))
+
+    async def release_orphaned_claims(self, running: set[int]) -> list[int]:
+        """Claims held by no live coroutine of this process (a step died and its release failed)."""
+        rows = await self.db.fetchall("SELECT id FROM jobs WHERE claimed = 1 AND state NOT IN ('done', 'failed')")
+        orphans = [int(r["id"]) for r in rows if int(r["id"]) not in running]
+        if orphans:
+            marks = ",".join("?" for _ in orphans)
+            await self.db.execute(f"UPDATE jobs SET claimed = 0 WHERE claimed = 1 AND id IN ({marks})",
+                                  tuple(orphans))
+        return orphans
 
     async def user_activity(self, user_id: int, since: float) -> tuple[int, int, float | None]:
         """(jobs created since `since`, jobs unfinished, time of the latest order) for limits."""

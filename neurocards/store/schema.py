@@ -411,4 +411,14 @@ MIGRATIONS: list[str] = [
     WHEN NEW.state = 'sending' AND OLD.state != 'pending'
     BEGIN SELECT RAISE(ABORT, 'only a pending recipient can be sent to'); END;
     """,
+    # 8: markers that make every paid or visible request safe to repeat after a crash
+    """
+    ALTER TABLE jobs ADD COLUMN submit_attempt INTEGER NOT NULL DEFAULT 0;  -- createTask requests sent
+    ALTER TABLE jobs ADD COLUMN submit_unsure_at REAL;  -- a createTask went out, its outcome unknown
+    ALTER TABLE jobs ADD COLUMN fresh_tasks INTEGER NOT NULL DEFAULT 0;  -- new tasks after a failed one
+    ALTER TABLE jobs ADD COLUMN send_pending INTEGER NOT NULL DEFAULT 0;  -- a sendVideo went out, unanswered
+    ALTER TABLE jobs ADD COLUMN send_unsure INTEGER NOT NULL DEFAULT 0;  -- sendVideos of unknown outcome
+    ALTER TABLE jobs ADD COLUMN delivery_failing_since REAL;  -- first failed sendVideo of the current run
+    ALTER TABLE jobs ADD COLUMN delivery_notified INTEGER NOT NULL DEFAULT 0;  -- "waiting for Telegram" sent
+    """,
 ]

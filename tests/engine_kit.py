@@ -1,0 +1,258 @@
+"""The real engine and the real SQLite job table, with an in-memory provider and a recording notifier.
+
+State-machine cases (a createTask answer lost, a callback for an unknown task, a database that
+refuses writes, a ban racing the engine) run here in milliseconds; the end-to-end tests over
+the fake KIE and Telegram servers stay next to them for what only real HTTP shows.
+"""
+
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from neurocards.config import Config, load_config
+from neurocards.jobs.chain import ChainEntry, ProviderChain
+from neurocards.jobs.engine import Engine
+from neurocards.jobs.failures import Failure
+from neurocards.jobs.notifier import DeliveryError
+from neurocards.jobs.prompting import PromptBuilder
+from neurocards.jobs.templates import TemplateCatalog
+from neurocards.metrics import Metrics
+from neurocards.providers.base import (
+    ErrorKind,
+    ProviderError,
+    SubmittedTask,
+    TaskState,
+    TaskStatus,
+    VideoRequest,
+)
+from neurocards.store.db import Database
+from neurocards.store.jobs import Job, JobStore
+from neurocards.store.prompt_cache import PromptCache
+from neurocards.store.users import ProductStore, UserStore
+from tests.harness import config_text
+
+KEY_IDS = ("key-a", "key-b")
+
+
+@dataclass
+class MemoryTask:
+    task_id: str
+    request: VideoRequest
+    key_id: str
+    outcome: TaskStatus = field(default_factory=lambda: TaskStatus(TaskState.PENDING))
+
+
+class MemoryProvider:
+    """A VideoProvider + KeyRotation + BalanceSource held in memory, scripted by the test.
+
+    `submit_faults` holds what the next createTasks do: an exception to raise before anything
+    happens ("refused"), or ("after", exc) to create the task and then raise (an answer lost)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, MemoryTask] = {}
+        self.submit_faults: deque[Exception | tuple[str, Exception]] = deque()
+        self.poll_faults: deque[Exception] = deque()
+        self.finish_after_polls: int = 0  # a new task is pending for this many polls
+        self.next_outcome: deque[TaskStatus] = deque()
+        self.disabled: set[str] = set()
+        self.polls: list[str] = []
+        self.submit_gate: asyncio.Event | None = None  # when set, createTask waits for it
+        self._ids = itertools.count(1)
+        self._keys = itertools.cycle(KEY_IDS)
+
+    # VideoProvider
+    async def upload_image(self, data: bytes, filename: str) -> str:
+        return f"mem://photo/{filename}"
+
+    async def submit(self, request: VideoRequest) -> SubmittedTask:
+        key_id = next(self._keys)
+        fault = self.submit_faults.popleft() if self.submit_faults else None
+        if isinstance(fault, Exception):
+            raise fault
+        if self.submit_gate is not None:
+            await self.submit_gate.wait()
+        task = MemoryTask(f"t{next(self._ids)}", request, key_id)
+        if self.next_outcome:
+            task.outcome = self.next_outcome.popleft()
+        self.tasks[task.task_id] = task
+        if isinstance(fault, tuple):
+            exc = fault[1]
+            if isinstance(exc, ProviderError):
+                exc.key_id = key_id
+            raise exc
+        return SubmittedTask(task.task_id, key_id)
+
+    async def poll(self, task_id: str, model: str, key_id: str | None) -> TaskStatus:
+        self.polls.append(task_id)
+        if self.poll_faults:
+            raise self.poll_faults.popleft()
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise ProviderError("recordInfo is null", kind=ErrorKind.API, code=422)
+        if task.outcome.state is TaskState.PENDING and self.polls.count(task_id) > self.finish_after_polls:
+            task.outcome = TaskStatus(TaskState.SUCCESS, (f"mem://video/{task_id}",))
+        status = task.outcome
+        return TaskStatus(status.state, status.result_urls, status.fail_code, status.fail_msg,
+                          callback_url=task.request.callback_url)
+
+    async def download(self, url: str, dest: Path, max_bytes: int) -> int:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(b"\x00\x00\x00\x18ftypmp42" + url.encode())
+        return dest.stat().st_size
+
+    async def aclose(self) -> None:
+        return None
+
+    # KeyRotation
+    def disable_key(self, key_id: str, reason: str) -> bool:
+        self.disabled.add(key_id)
+        return True
+
+    def cool_down_key(self, key_id: str, seconds: float) -> bool:
+        return True
+
+    def available_keys(self) -> int:
+        return len(set(KEY_IDS) - self.disabled)
+
+    # BalanceSource
+    async def get_credits(self) -> float:
+        return 1000.0
+
+    def finish(self, task_id: str, status: TaskStatus | None = None) -> None:
+        self.tasks[task_id].outcome = status or TaskStatus(TaskState.SUCCESS, (f"mem://video/{task_id}",))
+
+
+class RecordingNotifier:
+    """JobNotifier that remembers everything; `delivery_faults` scripts sendVideo failures."""
+
+    def __init__(self) -> None:
+        self.videos: list[int] = []
+        self.events: list[tuple[str, int]] = []
+        self.delivery_faults: deque[DeliveryError] = deque()
+
+    async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False,
+                            timeout_s: float | None = None) -> str:
+        if self.delivery_faults:
+            raise self.delivery_faults.popleft()
+        self.videos.append(job.id)
+        return f"file-{job.id}"
+
+    async def job_retrying(self, job: Job, failure: Failure) -> None:
+        self.events.append(("retrying", job.id))
+
+    async def job_failed(self, job: Job, failure: Failure, attempts: int, balance: int) -> None:
+        self.events.append((f"failed:{failure.cls}", job.id))
+
+    async def delivery_failed(self, job: Job, balance: int) -> None:
+        self.events.append(("delivery_failed", job.id))
+
+    async def delivery_delayed(self, job: Job) -> None:
+        self.events.append(("delivery_delayed", job.id))
+
+    async def job_waiting(self, job: Job, eta_minutes: int) -> None:
+        self.events.append(("waiting", job.id))
+
+    async def alert_admins(self, alert: object) -> None:
+        self.events.append((f"alert:{type(alert).__name__}", 0))
+
+
+@dataclass
+class EngineKit:
+    config: Config
+    db: Database
+    jobs: JobStore
+    users: UserStore
+    products: ProductStore
+    provider: MemoryProvider
+    notifier: RecordingNotifier
+    engine: Engine
+    tmp: Path
+    callbacks: bool
+
+    async def order(self, user_id: int = 1, count: int = 1, credits: int = 100) -> list[int]:
+        """A seller with `credits` orders `count` videos (charged, queued), as the bot would."""
+        users = self.users
+        if await users.get(user_id) is None:
+            await users.touch(user_id, username=None, first_name="S", language="ru", welcome_credits=credits)
+        photo = self.tmp / f"photo{user_id}.jpg"
+        photo.write_bytes(b"\xff\xd8jpeg")
+        product_id = await self.products.create(user_id, "file-id", str(photo))
+        await self.products.set_description(product_id, "Кружка")
+        template = self.engine.templates.ordered[0].id
+        made = await self.jobs.create_charged(
+            user_id=user_id, chat_id=user_id, product_id=product_id, request_key=f"r{product_id}",
+            template=template, wishes="", provider="kie", model="veo3_fast", count=count, cost_each=10)
+        self.engine.wake()
+        return made.job_ids
+
+    async def wait(self, predicate: Callable[[list[Job]], bool], timeout: float = 5.0) -> list[Job]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            rows = [j for j in [await self.jobs.get(i) for i in range(1, 500)] if j is not None]
+            if predicate(rows):
+                return rows
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"jobs never got there: {[(j.id, j.state, j.claimed) for j in rows]}")
+            await asyncio.sleep(0.01)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.engine.metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+    async def restart(self) -> Engine:
+        """Stop the engine mid-work (as a kill would: in-flight requests cancelled, nothing
+        written after them) and start a new one on the same database and provider."""
+        old = self.engine
+        await old.stop()
+        self.engine = Engine(config=self.config, jobs=self.jobs, users=self.users, products=self.products,
+                             chain=old.chain, notifier=self.notifier, templates=old.templates, prompts=old.prompts,
+                             metrics=old.metrics)
+        self.engine.reclaim_every_s = old.reclaim_every_s
+        await self.engine.start()
+        return self.engine
+
+
+@asynccontextmanager
+async def running_kit(tmp: Path, **kwargs: Any) -> AsyncIterator[EngineKit]:
+    kit = await make_engine_kit(tmp, **kwargs)
+    await kit.engine.start()
+    try:
+        yield kit
+    finally:
+        await kit.engine.stop()
+        await kit.db.close()
+
+
+async def make_engine_kit(tmp: Path, *, callbacks: bool = False, overrides: dict[str, dict[str, Any]] | None = None,
+                          ) -> EngineKit:
+    fakes = SimpleNamespace(base_url="http://127.0.0.1:9")
+    sections: dict[str, dict[str, Any]] = {"generation": {"dispatch_interval_s": 0.01}, "kie": {"timeout_s": 5}}
+    for name, values in (overrides or {}).items():
+        sections.setdefault(name, {}).update(values)
+    (tmp / "config.toml").write_text(config_text(fakes, fakes, overrides=sections), encoding="utf-8")  # type: ignore[arg-type]
+    config = load_config(tmp / "config.toml", env={})
+    db = await Database.open(config.storage.database)
+    provider = MemoryProvider()
+    entry = ChainEntry(name="kie", backend=provider, fixed_model=None, cost=10, simple=False,
+                       default_model="veo3_fast", keys=provider, balance=provider,
+                       callbacks=(lambda job, attempt: f"mem://callback?job={job}&attempt={attempt}") if callbacks
+                       else None,
+                       poll_interval_s=config.kie.poll_interval_s, callback_poll_interval_s=0.05,
+                       timeout_s=config.kie.timeout_s, cache_uploads=True)
+    notifier = RecordingNotifier()
+    jobs, users, products = JobStore(db), UserStore(db), ProductStore(db)
+    engine = Engine(config=config, jobs=jobs, users=users, products=products, chain=ProviderChain([entry]),
+                    notifier=notifier, templates=TemplateCatalog.load(None),
+                    prompts=PromptBuilder(config.openai, cache=PromptCache(db)), metrics=Metrics(process=False))
+    return EngineKit(config, db, jobs, users, products, provider, notifier, engine, tmp, callbacks)

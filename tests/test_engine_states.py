@@ -1,0 +1,224 @@
+"""The engine's state machine under faults, over the in-memory provider (milliseconds per case).
+
+Money questions asked of every case: how many paid tasks exist per job, how many videos went to
+the chat, and whether the seller's credits came back exactly when the job failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
+from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
+from neurocards.store.jobs import JobMoved, JobState
+from tests.engine_kit import EngineKit, running_kit
+
+
+def read_timeout() -> ProviderError:
+    return ProviderError("submit: timed out (ReadTimeout)", kind=ErrorKind.TIMEOUT)
+
+
+def done(jobs: list) -> bool:
+    return bool(jobs) and all(j.state is JobState.DONE for j in jobs)
+
+
+def failed(jobs: list) -> bool:
+    return bool(jobs) and all(j.state is JobState.FAILED for j in jobs)
+
+
+async def test_refused_connection_is_retried_blindly(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.submit_faults.append(ProviderError("submit: ConnectError", kind=ErrorKind.CONNECT))
+    await kit.order()
+    await kit.wait(done)
+    assert len(kit.provider.tasks) == 1 and kit.notifier.videos == [1]
+    assert kit.metric("neurocards_kie_tasks_orphaned_total", reason="callbacks_off") == 0
+
+
+async def test_lost_create_answer_without_callbacks_is_a_counted_possible_double_payment(
+        engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.submit_faults.append(("after", read_timeout()))  # KIE made the task, the answer was lost
+    await kit.order()
+    jobs = await kit.wait(done)
+    assert len(kit.provider.tasks) == 2  # the second task is the known, counted risk
+    assert kit.metric("neurocards_kie_tasks_orphaned_total", reason="callbacks_off") == 1
+    assert jobs[0].submit_attempt == 2 and jobs[0].task_id == "t2"
+    assert await kit.users.balance(1) == 90
+
+
+async def test_with_callbacks_an_unsure_job_waits_for_its_task_and_adopts_it(tmp_path: Path) -> None:
+    async with running_kit(tmp_path, callbacks=True) as kit:
+        kit.provider.submit_faults.append(("after", read_timeout()))
+        [job_id] = await kit.order()
+        jobs = await kit.wait(lambda js: js[0].submit_unsure_at is not None and js[0].run_after > js[0].updated_at
+                              and not js[0].claimed)
+        await asyncio.sleep(0.2)  # waiting, not paying for a second task
+        assert len(kit.provider.tasks) == 1 and jobs[0].state is JobState.SUBMITTING
+        kit.provider.finish("t1")
+        status = TaskStatus(TaskState.SUCCESS, ("mem://video/t1",))
+        assert await kit.engine.on_task_callback("t1", status, (job_id, 1))
+        [job] = await kit.wait(done)
+        assert job.task_id == "t1" and len(kit.provider.tasks) == 1 and kit.notifier.videos == [job_id]
+        assert kit.metric("neurocards_kie_tasks_adopted_total") == 1
+        assert kit.metric("neurocards_kie_tasks_orphaned_total", reason="no_callback") == 0
+
+
+async def test_a_callback_is_adopted_only_when_the_provider_confirms_it(tmp_path: Path) -> None:
+    async with running_kit(tmp_path, callbacks=True) as kit:
+        kit.provider.submit_faults.append(("after", read_timeout()))
+        kit.provider.finish_after_polls = 1000
+        first, second = await kit.order(count=2)
+        await kit.wait(lambda js: any(j.submit_unsure_at is not None and not j.claimed for j in js)
+                       and any(j.state is JobState.GENERATING for j in js))
+        unsure = next(j for j in await kit.wait(lambda js: True) if j.state is JobState.SUBMITTING)
+        other = next(j for j in await kit.wait(lambda js: True) if j.state is JobState.GENERATING)
+        status = TaskStatus(TaskState.SUCCESS, ("https://evil/x.mp4",))
+        # A task id the provider does not know, and the other job's real task: both refused.
+        assert not await kit.engine.on_task_callback("forged", status, (unsure.id, 1))
+        assert other.task_id is not None
+        assert not await kit.engine.on_task_callback("t9", status, (unsure.id, 2))  # wrong attempt
+        kit.provider.tasks["t9"] = kit.provider.tasks[other.task_id]  # created for another URL
+        assert not await kit.engine.on_task_callback("t9", status, (unsure.id, 1))
+        assert (await kit.jobs.get(unsure.id)).task_id is None  # type: ignore[union-attr]
+        assert {first, second} == {unsure.id, other.id}
+
+
+async def test_waiting_for_a_callback_is_bounded_by_the_generation_timeout(tmp_path: Path) -> None:
+    async with running_kit(tmp_path, callbacks=True, overrides={"kie": {"timeout_s": 0.3}}) as kit:
+        kit.provider.submit_faults.append(("after", read_timeout()))
+        await kit.order()
+        await kit.wait(done)
+        assert len(kit.provider.tasks) == 2
+        assert kit.metric("neurocards_kie_tasks_orphaned_total", reason="no_callback") == 1
+
+
+async def test_a_kill_while_create_task_is_out_leaves_the_job_unsure_not_forgotten(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.submit_gate = asyncio.Event()  # createTask hangs: the request is out
+    await kit.order()
+    await kit.wait(lambda js: js[0].submit_attempt == 1)
+    await kit.restart()  # killed mid-request
+    kit.provider.submit_gate.set()
+    [job] = await kit.wait(done)
+    assert job.submit_attempt == 2
+    assert kit.metric("neurocards_kie_tasks_orphaned_total", reason="callbacks_off") == 1
+
+
+async def test_a_poll_error_never_resubmits_a_job_that_has_a_task(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.poll_faults.append(ProviderError("recordInfo is null", kind=ErrorKind.API, code=422))
+    await kit.order()
+    await kit.wait(failed)
+    assert len(kit.provider.tasks) == 1
+    assert kit.notifier.events[-1] == ("failed:our_bug", 1)
+    assert await kit.users.balance(1) == 100
+
+
+async def test_generation_failed_501_refunds_without_a_second_task(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.next_outcome.append(TaskStatus(TaskState.FAILED, fail_code="501", fail_msg="Generation Failed"))
+    await kit.order()
+    [job] = await kit.wait(failed)
+    assert len(kit.provider.tasks) == 1 and job.error_class == "generation_failed"
+    assert ("failed:generation_failed", 1) in kit.notifier.events
+    assert await kit.users.balance(1) == 100
+
+
+async def test_a_temporary_task_failure_gets_one_fresh_task_at_most(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    for _ in range(3):
+        kit.provider.next_outcome.append(TaskStatus(TaskState.FAILED, fail_code="500",
+                                                    fail_msg="Internal Error - Timeout"))
+    await kit.order()
+    [job] = await kit.wait(failed)
+    assert len(kit.provider.tasks) == 2 and job.fresh_tasks == 1
+    assert await kit.users.balance(1) == 100
+
+
+async def test_a_database_refusing_writes_never_leaves_a_job_without_an_owner(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.engine.reclaim_every_s = 0.05
+    kit.engine.db_trouble_retry_s = 0.05
+    kit.provider.finish_after_polls = 3
+    await kit.order()
+    await kit.wait(lambda js: js[0].state is JobState.GENERATING)
+    # The disk is full: every write fails, including the release of the claim and the refund.
+    await kit.db.execute("PRAGMA query_only = ON")
+    await asyncio.sleep(0.3)
+    stuck = await kit.jobs.get(1)
+    assert stuck is not None and stuck.claimed and stuck.state is JobState.GENERATING
+    await kit.db.execute("PRAGMA query_only = OFF")
+    await kit.wait(done)
+    assert kit.metric("neurocards_jobs_reclaimed_total") >= 1
+    assert len(kit.provider.tasks) == 1 and kit.notifier.videos == [1]
+
+
+async def test_database_locked_past_the_busy_timeout_is_retried_later(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.engine.reclaim_every_s = 0.05
+    kit.engine.db_trouble_retry_s = 0.05
+    await kit.db.execute("PRAGMA busy_timeout = 20")
+    kit.provider.finish_after_polls = 3
+    await kit.order()
+    await kit.wait(lambda js: js[0].state is JobState.GENERATING)
+    released = threading.Event()
+
+    def hold_the_lock() -> None:  # another process (a backup, the CLI) holds the write lock
+        conn = sqlite3.connect(kit.config.storage.database, timeout=5)
+        conn.execute("BEGIN EXCLUSIVE")
+        released.wait(5)
+        conn.rollback()
+        conn.close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    await asyncio.sleep(0.4)
+    released.set()
+    await asyncio.to_thread(holder.join)
+    await kit.wait(done)
+    assert len(kit.provider.tasks) == 1 and kit.notifier.videos == [1]
+
+
+async def test_a_ban_never_refunds_a_job_the_engine_already_moved_on(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.submit_gate = asyncio.Event()
+    [job_id] = await kit.order()
+    await kit.wait(lambda js: js[0].state is JobState.SUBMITTING)
+    # The admin's cancel read "queued" a moment ago; its write must re-check, not trust that read.
+    job, refunded = await kit.jobs.fail_and_refund(job_id, error_class="cancelled", error_text="ban",
+                                                   only_in=(JobState.QUEUED,))
+    assert not refunded and job.state is JobState.SUBMITTING
+    assert await kit.jobs.cancel_queued(1, "ban") == []
+    kit.provider.submit_gate.set()
+    await kit.wait(done)
+    assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
+
+
+async def test_state_changes_are_conditional_writes(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.submit_gate = asyncio.Event()
+    [job_id] = await kit.order()
+    await kit.wait(lambda js: js[0].state is JobState.SUBMITTING)
+    try:
+        await kit.jobs.update(job_id, expect={"state": JobState.QUEUED}, state=JobState.FAILED)
+    except JobMoved:
+        pass
+    else:
+        raise AssertionError("a write expecting 'queued' moved a 'submitting' job")
+    kit.provider.submit_gate.set()
+    await kit.wait(done)
+
+
+async def test_a_send_of_unknown_outcome_is_repeated_once_and_counted(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.notifier.delivery_faults.extend([DeliveryError(DeliveryErrorKind.UNSURE, "timeout"),
+                                         DeliveryError(DeliveryErrorKind.UNSURE, "timeout")])
+    await kit.order(count=1)
+    [job] = await kit.wait(failed)
+    assert job.send_unsure == 1 and job.error_class == "delivery"
+    assert kit.metric("neurocards_telegram_video_resends_total") == 1
+    assert await kit.users.balance(1) == 100
