@@ -30,6 +30,7 @@ async def test_callback_finishes_the_job_without_waiting_for_the_slow_poll(harne
     url = task.callback_url
     job_id = harness.jobs(9601)[0]["id"]  # the URL names the job and its createTask attempt
     assert url == f"http://127.0.0.1:{port}/kie/callback/{SECRET}?job={job_id}&attempt=1"
+    await harness.tg.wait_until(lambda: harness.kie.count("veoRecordInfo") >= 1)  # the first poll, then 60 s
     polls = harness.kie.count("veoRecordInfo")
 
     # Forged: a wrong secret path, or a right path without KIE's signature: nothing happens.
