@@ -200,7 +200,7 @@ class EngineKit:
     async def wait(self, predicate: Callable[[list[Job]], bool], timeout: float = 5.0) -> list[Job]:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            rows = [j for j in [await self.jobs.get(i) for i in range(1, 500)] if j is not None]
+            rows = [Job.from_row(r) for r in await self.db.fetchall("SELECT * FROM jobs ORDER BY id")]
             if predicate(rows):
                 return rows
             if asyncio.get_running_loop().time() > deadline:

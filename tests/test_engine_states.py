@@ -143,11 +143,12 @@ async def test_a_database_refusing_writes_never_leaves_a_job_without_an_owner(en
     kit = engine_kit
     kit.engine.reclaim_every_s = 0.05
     kit.engine.db_trouble_retry_s = 0.05
-    kit.provider.finish_after_polls = 3
+    kit.provider.finish_after_polls = 1000
     await kit.order()
     await kit.wait(lambda js: js[0].state is JobState.GENERATING)
     # The disk is full: every write fails, including the release of the claim and the refund.
     await kit.db.execute("PRAGMA query_only = ON")
+    kit.provider.finish("t1")  # the next poll finds the video; recording that fails
     await asyncio.sleep(0.3)
     stuck = await kit.jobs.get(1)
     assert stuck is not None and stuck.claimed and stuck.state is JobState.GENERATING
@@ -162,7 +163,7 @@ async def test_database_locked_past_the_busy_timeout_is_retried_later(engine_kit
     kit.engine.reclaim_every_s = 0.05
     kit.engine.db_trouble_retry_s = 0.05
     await kit.db.execute("PRAGMA busy_timeout = 20")
-    kit.provider.finish_after_polls = 3
+    kit.provider.finish_after_polls = 1000
     await kit.order()
     await kit.wait(lambda js: js[0].state is JobState.GENERATING)
     released = threading.Event()
@@ -176,7 +177,9 @@ async def test_database_locked_past_the_busy_timeout_is_retried_later(engine_kit
 
     holder = threading.Thread(target=hold_the_lock)
     holder.start()
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.1)
+    kit.provider.finish("t1")  # recording the result meets the lock
+    await asyncio.sleep(0.3)
     released.set()
     await asyncio.to_thread(holder.join)
     await kit.wait(done)
