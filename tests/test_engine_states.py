@@ -114,7 +114,7 @@ async def test_a_poll_error_never_resubmits_a_job_that_has_a_task(engine_kit: En
     await kit.order()
     await kit.wait(failed)
     assert len(kit.provider.tasks) == 1
-    assert kit.notifier.events[-1] == ("failed:our_bug", 1)
+    assert ("failed:our_bug", 1) in kit.notifier.events
     assert await kit.users.balance(1) == 100
 
 
