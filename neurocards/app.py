@@ -23,7 +23,16 @@ from neurocards.bot.activity import ActivityMiddleware
 from neurocards.bot.billing import announce_referral_bonus
 from neurocards.bot.broadcaster import Broadcaster
 from neurocards.bot.fsm_storage import SQLiteStorage
-from neurocards.bot.handlers import admin, broadcast, create, menu, payments, profile, promo
+from neurocards.bot.handlers import (
+    admin,
+    broadcast,
+    create,
+    format_step,
+    menu,
+    payments,
+    profile,
+    promo,
+)
 from neurocards.bot.middlewares import (
     ServicesMiddleware,
     ThrottlingMiddleware,
@@ -86,7 +95,8 @@ def build_chain(config: Config, transport: httpx.AsyncBaseTransport | None = Non
             balance=kie if isinstance(kie, BalanceSource) else None, callbacks=callbacks,
             callback_poll_interval_s=kcfg.callback_poll_interval_s, cache_uploads=True, **common))
     return ProviderChain(entries, failures_to_switch=config.generation.fallback_failures,
-                         cooldown_s=config.generation.fallback_cooldown_s)
+                         cooldown_s=config.generation.fallback_cooldown_s,
+                         format_surcharge=dict(config.formats.surcharge))
 
 
 def proxy_pools(config: Config) -> tuple[ProxyPool | None, ProxyPool | None]:
@@ -202,7 +212,7 @@ class Application:
         self.dp.include_routers(admin.make_router(cfg.telegram.admin_ids), menu.make_router(),
                                 payments.make_router(cfg.telegram.admin_ids), profile.make_router(),
                                 promo.make_router(), broadcast.make_router(cfg.telegram.admin_ids),
-                                create.make_router())
+                                format_step.make_router(), create.make_router())
 
         self.callbacks: CallbackServer | None = None
         if cfg.kie.callback_url and self.kie is not None:

@@ -249,6 +249,25 @@ class CreditsConfig(Section):
         return dict(self.per_provider).get(provider, self.per_video)
 
 
+FORMATS = ("9:16", "3:4", "1:1", "16:9")  # the video shapes a seller can choose
+Format = Literal["9:16", "3:4", "1:1", "16:9"]
+_as_pairs = BeforeValidator(lambda v: tuple(v.items()) if isinstance(v, dict) else v)
+
+
+class FormatsConfig(Section):
+    # Extra credits for a video in a format, on top of the provider's price, e.g. {"16:9" = 2}.
+    surcharge: Annotated[tuple[tuple[Format, NonNegativeInt], ...], _as_pairs] = ()
+    # Size cap of the delivered file per format in MB (re-encoded when above); the default is
+    # telegram.max_upload_mb. Marketplaces differ (Ozon takes 100 MB, Wildberries is unconfirmed).
+    max_mb: Annotated[tuple[tuple[Format, PositiveInt], ...], _as_pairs] = ()
+
+    def extra(self, aspect: str | None) -> int:
+        return dict(self.surcharge).get(aspect or "", 0)  # type: ignore[call-overload]
+
+    def max_bytes(self, aspect: str | None, default_mb: int) -> int:
+        return dict(self.max_mb).get(aspect or "", default_mb) * 1024 * 1024  # type: ignore[call-overload]
+
+
 class RetryConfig(Section):
     """Backoff schedules in seconds; tests shrink them, the policy stays the same."""
 
@@ -360,6 +379,7 @@ class Config(Section):
     ops: OpsConfig = OpsConfig()
     broadcast: BroadcastConfig = BroadcastConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    formats: FormatsConfig = FormatsConfig()
     payments: PaymentsConfig = PaymentsConfig()
     referrals: ReferralsConfig = ReferralsConfig()
 

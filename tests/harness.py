@@ -174,7 +174,8 @@ def videos(user: FakeUser) -> list[BotMessage]:
 
 async def walk_to_confirm(user: FakeUser, *, description: str = "Белая керамическая кружка 350 мл",
                           template: str = "🔄 Студийный поворот", wishes: str | None = None,
-                          quantity: int = 1, photo: bytes | None = None) -> BotMessage:
+                          quantity: int = 1, photo: bytes | None = None,
+                          aspect: str | None = None) -> BotMessage:
     """The whole dialogue from /start to the confirmation screen, as a seller would do it."""
 
     async def step(action: Any, expect: Callable[[BotMessage], bool]) -> BotMessage:
@@ -186,7 +187,8 @@ async def walk_to_confirm(user: FakeUser, *, description: str = "Белая ке
     await step(user.click(menu, "🎬 Создать видео"), lambda m: "Отправьте фото товара" in m.text)
     await step(user.send_photo(photo or product_jpeg()), lambda m: "опишите товар" in m.text)
     styles = await step(user.send_text(description), lambda m: "Выберите стиль" in m.text)
-    wishes_msg = await step(user.click(styles, template), lambda m: "пожелания" in m.text)
+    formats = await step(user.click(styles, template), lambda m: "Формат видео" in m.text)
+    wishes_msg = await step(user.click(formats, aspect or "⏭ Оставить"), lambda m: "пожелания" in m.text)
     action = user.click(wishes_msg, "⏭ Пропустить") if wishes is None else user.send_text(wishes)
     qty = await step(action, lambda m: "Сколько видео" in m.text)
     return await step(user.click(qty, f"{quantity} видео"),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
+from PIL import Image
+
 from tests.harness import Harness, launch, product_jpeg, videos, walk_to_confirm
 
 
@@ -41,7 +45,9 @@ async def test_full_flow_delivers_videos_and_charges_once(harness: Harness) -> N
         prompt = task.body["prompt"]
         assert "Белая кружка 350 мл с бамбуковой крышкой" in prompt and "на фоне моря" in prompt
         assert task.body["imageUrls"] == [harness.kie.uploads[0].url]
-    assert harness.kie.uploads[0].data == photo  # the bytes, never a Telegram URL with the token
+    # The photo's bytes (never a Telegram URL with the token), given the video's 9:16 shape.
+    with Image.open(io.BytesIO(harness.kie.uploads[0].data)) as uploaded:
+        assert uploaded.format == "JPEG" and uploaded.size == (450, 800)
     for video in delivered:
         assert video.media == harness.kie.video_bytes
         assert "Видео готово" in video.text and "10" in video.text
@@ -59,6 +65,8 @@ async def test_full_flow_delivers_videos_and_charges_once(harness: Harness) -> N
     await user.click(delivered[0], "🔄 Сделать ещё с этим товаром")
     styles = await user.wait_for_message(lambda m: "Выберите стиль" in m.text, after=cursor)
     await user.click(styles, "🔍 Крупные детали")
+    formats = await user.wait_for_message(lambda m: "Формат видео" in m.text, after=cursor)
+    await user.click(formats, "⏭ Оставить")
     wishes = await user.wait_for_message(lambda m: "пожелания" in m.text, after=cursor)
     await user.click(wishes, "⏭ Пропустить")
     qty = await user.wait_for_message(lambda m: "Сколько видео" in m.text, after=cursor)

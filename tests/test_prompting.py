@@ -384,6 +384,8 @@ async def test_e2e_kie_gets_the_gpt_prompt_and_make_another_uses_the_cache(harne
     await user.click(delivered[0], "🔄 Сделать ещё с этим товаром")
     styles = await user.wait_for_message(lambda m: "Выберите стиль" in m.text, after=cursor)
     await user.click(styles, "🔄 Студийный поворот")
+    formats = await user.wait_for_message(lambda m: "Формат видео" in m.text, after=cursor)
+    await user.click(formats, "⏭ Оставить")
     wishes = await user.wait_for_message(lambda m: "пожелания" in m.text, after=cursor)
     await user.click(wishes, "⏭ Пропустить")
     qty = await user.wait_for_message(lambda m: "Сколько видео" in m.text, after=cursor)

@@ -9,7 +9,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from neurocards.bot import texts
-from neurocards.config import CreditPack
+from neurocards.config import FORMATS, CreditPack
 from neurocards.jobs.templates import Template
 
 
@@ -37,6 +37,19 @@ class ConfirmCb(CallbackData, prefix="c"):
 
 class AgainCb(CallbackData, prefix="a"):
     product_id: int
+
+
+class FormatCb(CallbackData, prefix="fm"):
+    flow: str  # which dialogue asked: "video" (one video), others may reuse the step
+    shape: str  # "9x16": callback data uses ":" as its separator
+
+    @property
+    def aspect(self) -> str:
+        return self.shape.replace("x", ":")
+
+    @classmethod
+    def of(cls, flow: str, aspect: str) -> FormatCb:
+        return cls(flow=flow, shape=aspect.replace(":", "x"))
 
 
 _HOME = (texts.BTN_MENU, MenuCb(action="home"))
@@ -81,6 +94,17 @@ def templates(product_id: int, items: list[Template]) -> InlineKeyboardMarkup:
         kb.button(text=item.title, callback_data=TemplateCb(product_id=product_id, template=item.id))
     kb.button(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home"))
     kb.adjust(1)
+    return kb.as_markup()
+
+
+def formats(flow: str, default: str, surcharge: dict[str, int]) -> InlineKeyboardMarkup:
+    """The four shapes in one row, "keep the style's shape" (one tap), cancel."""
+    kb = InlineKeyboardBuilder()
+    for aspect in FORMATS:
+        kb.button(text=texts.format_button(aspect, surcharge.get(aspect, 0)), callback_data=FormatCb.of(flow, aspect))
+    kb.button(text=texts.format_keep(default), callback_data=FormatCb.of(flow, default))
+    kb.button(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home"))
+    kb.adjust(len(FORMATS), 1, 1)
     return kb.as_markup()
 
 

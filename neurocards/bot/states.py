@@ -5,6 +5,7 @@ class CreateVideo(StatesGroup):
     photo = State()
     description = State()
     template = State()
+    format = State()
     wishes = State()
     quantity = State()
     confirm = State()

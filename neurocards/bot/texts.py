@@ -85,6 +85,31 @@ def description_too_long(limit: int) -> str:
 
 
 ASK_TEMPLATE = "🎨 Выберите стиль видео:"
+FORMAT_USES = {
+    "9:16": "Reels, Shorts, обложка Ozon",
+    "3:4": "карточка Wildberries",
+    "1:1": "лента соцсетей",
+    "16:9": "YouTube, сайт",
+}
+_FORMAT_ICONS = {"9:16": "📱", "3:4": "🖼", "1:1": "⬜", "16:9": "🖥"}
+
+
+def ask_format(default: str, surcharge: dict[str, int]) -> str:
+    lines = "\n".join(
+        f"{_FORMAT_ICONS.get(a, '')} {a} — {use}" + (f" (+{surcharge[a]} кр.)" if surcharge.get(a) else "")
+        for a, use in FORMAT_USES.items())
+    return (f"📐 <b>Формат видео</b>\n\n{lines}\n\n"
+            f"Для этого стиля обычно {default}. Видео придёт точно в выбранном формате.")
+
+
+def format_button(aspect: str, surcharge: int) -> str:
+    return f"{aspect} +{surcharge}" if surcharge else aspect
+
+
+def format_keep(default: str) -> str:
+    return f"⏭ Оставить {default}"
+
+
 ASK_WISHES = (
     "💬 Есть пожелания к видео? Например: «больше света», «на фоне моря», «медленнее».\n"
     "Напишите их или нажмите «⏭ Пропустить»."
@@ -93,11 +118,13 @@ ASK_QUANTITY = "🔢 Сколько видео сделать? Каждое ви
 
 
 def confirm(description: str, template_title: str, wishes: str, count: int, cost: int,
-            balance: int) -> str:
+            balance: int, aspect: str = "") -> str:
+    shape = f"📐 Формат: {escape(aspect)}\n" if aspect else ""
     return (
         "📝 <b>Проверьте заказ</b>\n\n"
         f"📦 Товар: {escape(description)}\n"
         f"🎨 Стиль: {escape(template_title)}\n"
+        f"{shape}"
         f"💬 Пожелания: {escape(wishes) if wishes else 'нет'}\n"
         f"🔢 Количество: {count}\n\n"
         f"💳 Стоимость: <b>{cost}</b> кр.\n"

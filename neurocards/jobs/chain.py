@@ -59,7 +59,8 @@ class ChainEntry:
 
 class ProviderChain:
     def __init__(self, entries: list[ChainEntry], *, failures_to_switch: int = 5, cooldown_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 format_surcharge: dict[str, int] | None = None) -> None:
         if not entries:
             raise ValueError("a provider chain needs at least one entry")
         self.entries = entries
@@ -67,6 +68,7 @@ class ProviderChain:
         self.failures_to_switch = failures_to_switch
         self.cooldown_s = cooldown_s
         self.clock = clock
+        self.format_surcharge = format_surcharge or {}
 
     @property
     def primary(self) -> ChainEntry:
@@ -75,6 +77,10 @@ class ProviderChain:
     def get(self, name: str) -> ChainEntry:
         # A job stored with a name no longer configured still finishes on the primary.
         return self._by_name.get(name) or self.primary
+
+    def price(self, entry: ChainEntry, aspect: str | None) -> int:
+        """One video from `entry` in the format `aspect` (None: the template's, no surcharge)."""
+        return entry.cost + self.format_surcharge.get(aspect or "", 0)
 
     @staticmethod
     def model_for(entry: ChainEntry, template_model: str | None) -> str:

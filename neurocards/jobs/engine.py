@@ -30,6 +30,7 @@ from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics
 from neurocards.providers.base import ProviderError, TaskStatus
+from neurocards.services.formats import fit_video, model_aspect, photo_in_shape
 from neurocards.store.jobs import TERMINAL, Job, JobMoved, JobState, JobStore
 from neurocards.store.users import ProductStore, UserStore
 
@@ -212,7 +213,9 @@ class Engine:
         try:
             async with lock:
                 product = await self.products.get(product.id) or product
-                url = product.upload_url if entry.cache_uploads else None
+                # A chosen shape: the photo is given the shape the model will make (see services.formats).
+                shape = model_aspect(entry.backend, job.model, job.aspect_ratio) if job.aspect_ratio else None
+                url = product.upload_url if entry.cache_uploads and product.upload_aspect == shape else None
                 if not url or not product.upload_url_at or time.time() - product.upload_url_at > UPLOAD_REUSE_S:
                     path = Path(product.photo_path)
                     try:
@@ -220,12 +223,15 @@ class Engine:
                     except OSError:
                         return await self.outcomes.fail(job, Failure(FailureClass.PHOTO_GONE,
                                                                      "product photo is gone"))
+                    suffix = path.suffix or ".jpg"
+                    if shape is not None and (shaped := await asyncio.to_thread(photo_in_shape, data, shape)):
+                        data, suffix = shaped, ".jpg"
                     try:
-                        url = await entry.backend.upload_image(data, f"p{product.id}{path.suffix or '.jpg'}")
+                        url = await entry.backend.upload_image(data, f"p{product.id}{suffix}")
                     except ProviderError as err:
                         return await self.outcomes.on_error(job, err, retry_state=JobState.QUEUED)
                     if entry.cache_uploads:
-                        await self.products.set_upload_url(product.id, url)
+                        await self.products.set_upload_url(product.id, url, shape)
         finally:
             if not lock.locked() and self._upload_locks.get(product.id) is lock:
                 del self._upload_locks[product.id]
@@ -239,9 +245,14 @@ class Engine:
             size = await self.chain.get(job.provider).backend.download(job.result_url, dest, max_bytes=2 * 1024**3)
         except ProviderError as err:
             return await self.outcomes.on_error(job, err, retry_state=JobState.DOWNLOADING)
+        event = f"downloaded {size} bytes"
+        if job.aspect_ratio:  # the seller's shape and the format's size cap, whatever the model made
+            max_bytes = self.config.formats.max_bytes(job.aspect_ratio, self.config.telegram.max_upload_mb)
+            if shaped := await fit_video(dest, job.aspect_ratio, max_bytes):
+                event += f", {shaped}"
         return await self.jobs.update(
             job.id, expect={"state": JobState.DOWNLOADING}, video_path=str(dest), attempts=0,
-            state=JobState.SENDING, event=f"downloaded {size} bytes")
+            state=JobState.SENDING, event=event)
 
     async def on_task_callback(self, task_id: str, status: TaskStatus, hint: tuple[int, int] | None = None) -> bool:
         return await self.generation.on_task_callback(task_id, status, hint)

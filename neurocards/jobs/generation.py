@@ -30,6 +30,7 @@ from neurocards.providers.base import (
     TaskStatus,
     VideoRequest,
 )
+from neurocards.services.formats import model_aspect
 from neurocards.store.jobs import Job, JobMoved, JobState, JobStore
 
 log = logging.getLogger("neurocards.engine")
@@ -66,7 +67,9 @@ class Generation:
         assert job.prompt is not None and job.image_url is not None and template is not None
         attempt = job.submit_attempt + 1
         request = VideoRequest(prompt=job.prompt, image_url=job.image_url, model=job.model,
-                               aspect_ratio=template.aspect_ratio, duration_s=template.duration_s,
+                               aspect_ratio=model_aspect(entry.backend, job.model,
+                                                         job.aspect_ratio or template.aspect_ratio),
+                               duration_s=template.duration_s,
                                callback_url=entry.callback_url(job.id, attempt))
         # The marker goes to disk before the request: a kill from here on leaves the job unsure.
         job = await self.jobs.update(job.id, expect={"state": JobState.SUBMITTING, "submit_attempt": attempt - 1},

@@ -112,7 +112,8 @@ class Outcomes:
         log.warning("job %d: %s unavailable, moving to %s", job.id, job.provider, target.name)
         # The seller pays what the provider that makes the video costs, never more than ordered:
         # the database gives the difference back when the video is delivered.
-        price = target.cost if target.cost < job.cost else None
+        target_price = self.chain.price(target, job.aspect_ratio)
+        price = target_price if target_price < job.cost else None
         return await self.jobs.update(
             job.id, provider=target.name, model=model, state=JobState.QUEUED, image_url=None, task_id=None,
             key_id=None, attempts=0, price=price, submit_unsure_at=None,

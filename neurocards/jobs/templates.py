@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from neurocards.config import ConfigError
+from neurocards.config import FORMATS, ConfigError
 
-ASPECT_RATIOS = ("9:16", "16:9", "1:1")
+ASPECT_RATIOS = FORMATS
 
 
 @dataclass(frozen=True)

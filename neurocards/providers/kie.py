@@ -375,6 +375,9 @@ class KieProvider:
         log.info("kie upload ok key=%s bytes=%d url=%s", key.key_id, len(data), _safe_url(url))
         return url
 
+    def output_aspect(self, model: str, aspect: str) -> str:
+        return get_adapter(model).output_aspect(aspect)
+
     async def submit(self, request: VideoRequest) -> SubmittedTask:
         adapter = get_adapter(request.model)
         body = adapter.build_body(request.model, request)

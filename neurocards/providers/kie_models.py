@@ -78,6 +78,12 @@ class ModelAdapter:
     family: Family
     prompt_max: int  # characters; longer prompts are cut, KIE would answer 422
     build_input: InputBuilder  # model-specific fields besides the prompt
+    # Shapes the model makes on request; None: it keeps the shape of the photo it animates.
+    aspects: tuple[str, ...] | None = None
+
+    def output_aspect(self, aspect: str) -> str:
+        """The shape this model will deliver for a video wanted in `aspect`."""
+        return aspect if self.aspects is None or aspect in self.aspects else nearest_aspect(aspect, self.aspects)
 
     @property
     def create_path(self) -> str:
@@ -148,10 +154,13 @@ def _bytedance_v1(r: VideoRequest) -> dict[str, Any]:
             "resolution": "720p"}
 
 
+SEEDANCE_ASPECTS = ("1:1", "4:3", "3:4", "16:9", "9:16", "21:9")
+
+
 def _seedance15(r: VideoRequest) -> dict[str, Any]:
     # The doc allows 4-12 s, older copies 4/8/12; those three are valid under both readings.
     return {"input_urls": [r.image_url],
-            "aspect_ratio": nearest_aspect(r.aspect_ratio, ("1:1", "4:3", "3:4", "16:9", "9:16", "21:9")),
+            "aspect_ratio": nearest_aspect(r.aspect_ratio, SEEDANCE_ASPECTS),
             "duration": nearest_duration(r.duration_s, (4, 8, 12)), "resolution": "720p"}
 
 
@@ -165,7 +174,9 @@ def _generic(r: VideoRequest) -> dict[str, Any]:
     return {"image_urls": [r.image_url]}
 
 
-VEO = ModelAdapter(Family.VEO, 2000, _veo)  # limit undocumented; a 3rd-party copy says 1000 (GUESS)
+# Portrait first: for a square video both are as near, and marketplaces want vertical ones.
+_PORTRAIT_OR_LANDSCAPE = ("9:16", "16:9")
+VEO = ModelAdapter(Family.VEO, 2000, _veo, _PORTRAIT_OR_LANDSCAPE)  # prompt limit undocumented; a 3rd-party copy says 1000 (GUESS)
 DEFAULT_ADAPTER = ModelAdapter(Family.MARKET, 5000, _generic)
 
 MODELS: dict[str, ModelAdapter] = {
@@ -173,13 +184,13 @@ MODELS: dict[str, ModelAdapter] = {
     "veo3_fast": VEO,
     "veo3_lite": VEO,
     "kling-2.6/image-to-video": ModelAdapter(Family.MARKET, 1000, _kling26),
-    "sora-2-image-to-video": ModelAdapter(Family.MARKET, 10000, _sora2),
-    "sora-2-pro-image-to-video": ModelAdapter(Family.MARKET, 10000, _sora2),
+    "sora-2-image-to-video": ModelAdapter(Family.MARKET, 10000, _sora2, _PORTRAIT_OR_LANDSCAPE),
+    "sora-2-pro-image-to-video": ModelAdapter(Family.MARKET, 10000, _sora2, _PORTRAIT_OR_LANDSCAPE),
     "wan/2-6-image-to-video": ModelAdapter(Family.MARKET, 5000, _wan26),
     "hailuo/2-3-image-to-video-standard": ModelAdapter(Family.MARKET, 5000, _hailuo23),
     "hailuo/2-3-image-to-video-pro": ModelAdapter(Family.MARKET, 5000, _hailuo23),
     "bytedance/v1-pro-fast-image-to-video": ModelAdapter(Family.MARKET, 10000, _bytedance_v1),
-    "bytedance/seedance-1.5-pro": ModelAdapter(Family.MARKET, 20000, _seedance15),
+    "bytedance/seedance-1.5-pro": ModelAdapter(Family.MARKET, 20000, _seedance15, SEEDANCE_ASPECTS),
     "grok-imagine/image-to-video": ModelAdapter(Family.MARKET, 5000, _grok),
 }
 

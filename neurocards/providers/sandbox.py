@@ -22,6 +22,7 @@ import shutil
 import unicodedata
 import uuid
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
@@ -42,6 +43,7 @@ MIN_DURATION_S, MAX_DURATION_S = 5.0, 10.0
 SUPERSAMPLE = 2  # zoompan crops whole input pixels: a 2x source halves the visible steps
 ZOOM = 0.12  # enough travel to read as motion, not enough to crop the product away
 LOST_MSG = "sandbox task lost (restart during render)"
+FRAME_ASPECTS = ("9:16", "3:4", "1:1", "16:9")
 _TASK_RE = re.compile(r"sbx_[0-9a-f]{32}")
 _UPLOAD_RE = re.compile(r"[0-9a-f]{32}\.[a-z0-9]{1,5}")
 # Bold sans fonts with Cyrillic at the paths common distributions use; then any TTF at all.
@@ -147,6 +149,11 @@ class BadPhoto(Exception):
 
 def compose_frame(photo: Path, path: Path, width: int, height: int) -> None:
     """The photo fitted into width x height over a blurred, darkened cover-crop of itself."""
+    compose_image(photo, width, height).save(path, compress_level=1)
+
+
+def compose_image(photo: Path | IO[bytes], width: int, height: int) -> Image.Image:
+    """compose_frame's picture, in memory (also used to give a photo the shape a video needs)."""
     try:
         with Image.open(photo) as src:
             src.draft("RGB", (width, height))  # JPEG: decode big photos at a reduced scale, much faster
@@ -166,7 +173,7 @@ def compose_frame(photo: Path, path: Path, width: int, height: int) -> None:
     bg = bg.point(lambda v: v * 3 // 4)
     fg = ImageOps.contain(img, (width, height), Image.Resampling.LANCZOS)
     bg.paste(fg, ((width - fg.width) // 2, (height - fg.height) // 2))
-    bg.save(path, compress_level=1)
+    return bg
 
 
 class SandboxProvider:
@@ -189,6 +196,9 @@ class SandboxProvider:
         self._slots = asyncio.Semaphore(max(1, max_concurrent_renders))
         self._renders: dict[str, asyncio.Task[None]] = {}
         self._procs: set[asyncio.subprocess.Process] = set()
+
+    def output_aspect(self, model: str, aspect: str) -> str:
+        return aspect if aspect in FRAME_ASPECTS else "9:16"
 
     async def upload_image(self, data: bytes, filename: str) -> str:
         ext = Path(filename).suffix.lower()
@@ -250,7 +260,8 @@ class SandboxProvider:
 
     def _frame_size(self, aspect_ratio: str) -> tuple[int, int]:
         long, short = max(self.width, self.height), min(self.width, self.height)
-        sizes = {"16:9": (long, short), "1:1": (short, short), "9:16": (short, long)}
+        sizes = {"16:9": (long, short), "1:1": (short, short), "9:16": (short, long),
+                 "3:4": (short, short * 4 // 3 // 2 * 2)}
         return sizes.get(aspect_ratio, (self.width, self.height))
 
     async def _render(self, task_id: str, photo: Path, caption: str, duration: float, aspect: str) -> None:

@@ -68,3 +68,39 @@ async def compress_to_fit(src: Path, dest: Path, max_bytes: int, *, timeout_s: f
             return size
     part.unlink(missing_ok=True)
     return None
+
+
+_VIDEO_SIZE = re.compile(rb"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5})")
+
+
+async def video_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the first video stream, or None when ffmpeg cannot read the file."""
+    _, err = await _run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], 30)
+    match = _VIDEO_SIZE.search(err)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+async def reshape(src: Path, dest: Path, width: int, height: int, *, pad: bool,
+                  timeout_s: float = 300) -> bool:
+    """Re-encode `src` as width x height: centre-cropped, or (`pad`) fitted over a blurred copy
+    of itself. Sound is kept as it is. Returns False when ffmpeg fails."""
+    if pad:
+        graph = (f"[0:v]split[a][b];[a]scale={width}:{height}:force_original_aspect_ratio=increase,"
+                 f"crop={width}:{height},boxblur=20:2[bg];"
+                 f"[b]scale={width}:{height}:force_original_aspect_ratio=decrease[fg];"
+                 f"[bg][fg]overlay=(W-w)/2:(H-h)/2,setsar=1,format=yuv420p[v]")
+    else:
+        graph = (f"[0:v]scale={width}:{height}:force_original_aspect_ratio=increase,"
+                 f"crop={width}:{height},setsar=1,format=yuv420p[v]")
+    part = dest.with_suffix(".part.mp4")
+    code, err = await _run([
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-i", str(src), "-filter_complex", graph,
+        "-map", "[v]", "-map", "0:a?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+        "-c:a", "copy", "-movflags", "+faststart", str(part),
+    ], timeout_s)
+    if code != 0:
+        log.warning("reshaping %s failed: %s", src.name, err[-300:].decode(errors="replace"))
+        part.unlink(missing_ok=True)
+        return False
+    part.replace(dest)
+    return True

@@ -71,17 +71,17 @@ class Orders:
         self.chain = chain
         self._on_new_jobs = on_new_jobs
 
-    def quote(self, count: int, balance: int) -> Quote:
+    def quote(self, count: int, balance: int, aspect: str | None = None) -> Quote:
         entry = self.chain.choose()
-        return Quote(count=count, cost=count * entry.cost, balance=balance, simple=entry.simple,
-                     cheaper=entry.cost < self.chain.primary.cost)
+        return Quote(count=count, cost=count * self.chain.price(entry, aspect), balance=balance,
+                     simple=entry.simple, cheaper=entry.cost < self.chain.primary.cost)
 
     def balance_view(self, balance: int) -> BalanceView:
         return BalanceView(balance=balance, price=self.chain.choose().cost,
                            low_videos=self.config.credits.low_balance_videos)
 
     async def launch(self, *, user_id: int, chat_id: int, product_id: int, template_id: str, wishes: str,
-                     count: int, request_key: str) -> NewJobs:
+                     count: int, request_key: str, aspect: str | None = None) -> NewJobs:
         """Create and charge `count` jobs; raises InsufficientCredits, DuplicateRequest or LimitReached."""
         if count not in QUANTITIES:
             raise ValueError(f"quantity {count} not offered")
@@ -90,13 +90,15 @@ class Orders:
             raise KeyError(template_id)
         await self.check_limits(user_id, count)
         entry = self.chain.choose()
+        price = self.chain.price(entry, aspect)
         created = await self.jobs.create_charged(
             user_id=user_id, chat_id=chat_id, product_id=product_id, request_key=request_key,
             template=template_id, wishes=wishes, provider=entry.name,
-            model=self.chain.model_for(entry, template.model), count=count, cost_each=entry.cost,
+            model=self.chain.model_for(entry, template.model), count=count, cost_each=price,
+            aspect_ratio=aspect,
         )
         if self.metrics is not None:
-            self.metrics.credits_charged(entry.cost * len(created.job_ids))
+            self.metrics.credits_charged(price * len(created.job_ids))
         if self._on_new_jobs is not None:
             self._on_new_jobs()
         return created

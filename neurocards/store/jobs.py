@@ -59,6 +59,7 @@ class Job:
     finished_at: float | None
     # Set when the job moved to a provider cheaper than `cost`; delivery then costs this much.
     price: int | None = None
+    aspect_ratio: str | None = None  # the shape the seller chose; None: the template's
 
     @property
     def price_paid(self) -> int:
@@ -135,6 +136,7 @@ class JobStore:
         model: str,
         count: int,
         cost_each: int,
+        aspect_ratio: str | None = None,
     ) -> NewJobs:
         """Create `count` jobs and charge each once, atomically; all or nothing."""
         now = time.time()
@@ -148,10 +150,10 @@ class JobStore:
                 try:
                     cur = await conn.execute(
                         "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, wishes,"
-                        " provider, model, cost, state, run_after, created_at, updated_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " provider, model, cost, state, run_after, created_at, updated_at, aspect_ratio)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (user_id, chat_id, product_id, f"{request_key}:{index}", template, wishes,
-                         provider, model, cost_each, JobState.QUEUED, now, now, now),
+                         provider, model, cost_each, JobState.QUEUED, now, now, now, aspect_ratio),
                     )
                 except sqlite3.IntegrityError as exc:
                     raise DuplicateRequest(request_key) from exc

@@ -421,4 +421,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN delivery_failing_since REAL;  -- first failed sendVideo of the current run
     ALTER TABLE jobs ADD COLUMN delivery_notified INTEGER NOT NULL DEFAULT 0;  -- "waiting for Telegram" sent
     """,
+    # 9: the video shape the seller chose (NULL: the template's), and the shape of the photo
+    # variant a product's cached upload holds, so jobs of another shape upload their own.
+    """
+    ALTER TABLE jobs ADD COLUMN aspect_ratio TEXT;
+    ALTER TABLE products ADD COLUMN upload_aspect TEXT;
+    """,
 ]

@@ -51,6 +51,7 @@ class Product:
     upload_url: str | None
     upload_url_at: float | None
     created_at: float
+    upload_aspect: str | None = None  # the shape the cached upload was prepared for
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Product:
@@ -160,6 +161,7 @@ class ProductStore:
         row = await self.db.fetchone("SELECT * FROM products WHERE id = ?", (product_id,))
         return Product.from_row(row) if row else None
 
-    async def set_upload_url(self, product_id: int, url: str) -> None:
+    async def set_upload_url(self, product_id: int, url: str, aspect: str | None = None) -> None:
         await self.db.execute(
-            "UPDATE products SET upload_url = ?, upload_url_at = ? WHERE id = ?", (url, time.time(), product_id))
+            "UPDATE products SET upload_url = ?, upload_url_at = ?, upload_aspect = ? WHERE id = ?",
+            (url, time.time(), aspect, product_id))

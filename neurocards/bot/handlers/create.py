@@ -1,4 +1,4 @@
-"""The creation dialogue: photo → description → template → wishes → quantity → confirm."""
+"""The creation dialogue: photo → description → template → format → wishes → quantity → confirm."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from aiogram.types import CallbackQuery, Message
 
 from neurocards.bot import keyboards, texts
 from neurocards.bot.handlers.common import show
+from neurocards.bot.handlers.format_step import ask_format, register_flow
 from neurocards.bot.keyboards import AgainCb, ConfirmCb, QuantityCb, TemplateCb, WishesCb
 from neurocards.bot.states import CreateVideo
 from neurocards.services import Services
@@ -23,6 +24,8 @@ from neurocards.store.jobs import DuplicateRequest, InsufficientCredits
 from neurocards.store.users import User
 
 log = logging.getLogger("neurocards.bot")
+
+FLOW = "video"  # this dialogue's name at the shared format step
 
 # GIFs go through the photo check too, so an animated one gets the "send a normal photo" answer.
 IMAGE_DOCUMENT = F.document.mime_type.in_({"image/jpeg", "image/png", "image/webp", "image/gif"})
@@ -102,14 +105,20 @@ async def chose_template(query: CallbackQuery, callback_data: TemplateCb, state:
         await query.answer(texts.SESSION_EXPIRED, show_alert=True)
         return
     await query.answer()
+    await state.set_state(CreateVideo.format)
+    await state.update_data(product_id=product.id, template=template.id, wishes="", aspect=None)
+    await ask_format(query, state, svc, flow=FLOW, default=template.aspect_ratio)
+
+
+async def chose_format(query: CallbackQuery, state: FSMContext, svc: Services, user: User, aspect: str) -> None:
+    await query.answer()
     await state.set_state(CreateVideo.wishes)
-    await state.update_data(product_id=product.id, template=template.id, wishes="")
     await show(query, texts.ASK_WISHES, keyboards.wishes())
 
 
 async def _ask_quantity(target: Message, svc: Services, state: FSMContext) -> None:
     await state.set_state(CreateVideo.quantity)
-    price = svc.orders.quote(1, 0).cost
+    price = svc.orders.quote(1, 0, (await state.get_data()).get("aspect")).cost
     await target.answer(texts.ASK_QUANTITY, reply_markup=keyboards.quantities(QUANTITIES, price))
 
 
@@ -144,12 +153,13 @@ async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, state:
     nonce = secrets.token_hex(6)
     await state.set_state(CreateVideo.confirm)
     await state.update_data(count=callback_data.count, nonce=nonce)
-    quote = svc.orders.quote(callback_data.count, await svc.users.balance(user.id))
+    aspect = data.get("aspect")
+    quote = svc.orders.quote(callback_data.count, await svc.users.balance(user.id), aspect)
     if not quote.affordable:
         await show(query, texts.not_enough_credits(quote.cost, quote.balance), keyboards.not_enough(nonce))
         return
     text = texts.confirm(product.description or "", template.title, data.get("wishes", ""),
-                         quote.count, quote.cost, quote.balance)
+                         quote.count, quote.cost, quote.balance, aspect or template.aspect_ratio)
     if quote.simple:
         text += "\n\n" + texts.simple_mode_note(quote.cheaper)
     await show(query, text, keyboards.confirm(nonce))
@@ -178,7 +188,8 @@ async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMCo
         created = await svc.orders.launch(
             user_id=user.id, chat_id=chat_id, product_id=int(data["product_id"]),
             template_id=str(data["template"]), wishes=str(data.get("wishes", "")),
-            count=int(data["count"]), request_key=f"{user.id}:{callback_data.nonce}")
+            count=int(data["count"]), request_key=f"{user.id}:{callback_data.nonce}",
+            aspect=data.get("aspect"))
     except DuplicateRequest:
         await query.answer(texts.ALREADY_LAUNCHED)
         return
@@ -207,6 +218,7 @@ async def stale_button(query: CallbackQuery) -> None:
 
 def make_router() -> Router:
     """A fresh router per Dispatcher (a router can belong to one parent only)."""
+    register_flow(FLOW, chose_format)
     router = Router(name="create")
     router.message.register(got_animation, F.animation)
     router.message.register(got_photo, F.photo | IMAGE_DOCUMENT)
