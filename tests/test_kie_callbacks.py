@@ -175,7 +175,7 @@ async def test_bad_bodies(fake: FakeKie, kie: KieProvider, server: ServerFactory
     for body in ([1, 2], {"foo": 1}, {"code": 200, "data": {"state": "success"}},
                  {"code": 200, "data": {"taskId": task_id, "state": "success", "resultJson": "{"}}):
         assert (await post(srv.url, json=body))[0] == 400, body
-    assert (await post(srv.url, content=b" " * (1024 * 1024 + 1)))[0] == 413
+    assert (await post(srv.url, content=b" " * (256 * 1024 + 1)))[0] == 413
     assert rec.calls == []
 
 

@@ -14,6 +14,7 @@ keep it from being captured.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -29,12 +30,13 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from neurocards.providers.base import TaskStatus
+from neurocards.providers.connection_guard import ConnectionGuard
 from neurocards.providers.kie_models import PayloadError, market_status, veo_status
 
 log = logging.getLogger("neurocards.kie.callbacks")
 
 ROUTE_PREFIX = "/kie/callback/"
-MAX_BODY_BYTES = 1024 * 1024  # a callback is a few KB; `param` echoes our prompt at most
+MAX_BODY_BYTES = 256 * 1024  # a callback is a few KB; `param` echoes our prompt (<= 10,000 chars)
 TS_HEADER = "X-Webhook-Timestamp"
 SIG_HEADER = "X-Webhook-Signature"
 
@@ -149,7 +151,8 @@ class CallbackServer:
     """An aiohttp app serving `POST /kie/callback/{secret}` in the bot's event loop."""
 
     def __init__(self, host: str, port: int, path_secret: str, hmac_key: str | None,
-                 on_status: OnStatus, *, max_age_s: float = 300) -> None:
+                 on_status: OnStatus, *, max_age_s: float = 300, header_timeout_s: float = 10.0,
+                 body_timeout_s: float = 10.0, max_connections: int = 100) -> None:
         if not path_secret or "/" in path_secret:
             raise ValueError("path_secret must be a non-empty string without '/'")
         self.host = host
@@ -158,6 +161,8 @@ class CallbackServer:
         self._hmac_key = hmac_key or None  # "" in config means "not enabled"
         self._on_status = on_status
         self._max_age_s = max_age_s
+        self._body_timeout_s = body_timeout_s
+        self.guard = ConnectionGuard(header_timeout_s=header_timeout_s, max_connections=max_connections)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -166,16 +171,16 @@ class CallbackServer:
         return f"http://{host}:{self.port}{ROUTE_PREFIX}{quote(self._secret, safe='')}"
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self.guard.middleware])
         app.router.add_post(ROUTE_PREFIX + "{secret}", self._handle)
         # access_log=None: the default access log would write the secret path to disk.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]  # resolves port 0
+        self.port = await self.guard.listen(self._runner, self.host, self.port)  # resolves port 0
         log.info("kie callback server listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
+        await self.guard.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -187,11 +192,14 @@ class CallbackServer:
                                    and request.headers.get(SIG_HEADER)):
             return _reject(401, "missing signature headers", request)
         try:
-            raw = await request.read()  # raises 413 beyond client_max_size
+            async with asyncio.timeout(self._body_timeout_s):  # a body trickling in holds a socket
+                raw = await request.read()  # raises 413 beyond client_max_size
             body = json.loads(raw)
+        except TimeoutError:
+            return _reject(408, "body not received in time", request)
         except web.HTTPRequestEntityTooLarge:
             return _reject(413, "body too large", request)
-        except ValueError:  # includes UnicodeDecodeError
+        except (ValueError, RecursionError):  # not JSON (incl. bad UTF-8), or nested to blow the stack
             return _reject(400, "body is not JSON", request)
         parsed = parse_callback(body)
         if parsed is None:
