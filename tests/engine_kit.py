@@ -28,6 +28,7 @@ from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics
 from neurocards.providers.base import (
+    BeforeSend,
     ErrorKind,
     ProviderError,
     SubmittedTask,
@@ -76,11 +77,13 @@ class MemoryProvider:
     async def upload_image(self, data: bytes, filename: str) -> str:
         return f"mem://photo/{filename}"
 
-    async def submit(self, request: VideoRequest) -> SubmittedTask:
+    async def submit(self, request: VideoRequest, before_send: BeforeSend | None = None) -> SubmittedTask:
         key_id = next(self._keys)
         fault = self.submit_faults.popleft() if self.submit_faults else None
         if isinstance(fault, Exception):
             raise fault
+        if before_send is not None:
+            await before_send(key_id)
         if self.submit_gate is not None:
             await self.submit_gate.wait()
         task = MemoryTask(f"t{next(self._ids)}", request, key_id)

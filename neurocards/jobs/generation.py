@@ -71,19 +71,26 @@ class Generation:
                                                          job.aspect_ratio or template.aspect_ratio),
                                duration_s=template.duration_s,
                                callback_url=entry.callback_url(job.id, attempt))
-        # The marker goes to disk before the request: a kill from here on leaves the job unsure.
-        job = await self.jobs.update(job.id, expect={"state": JobState.SUBMITTING, "submit_attempt": attempt - 1},
-                                     submit_attempt=attempt, submit_unsure_at=time.time())
+        marked: list[Job] = []
+
+        async def mark(key_id: str) -> None:
+            # On disk before the request leaves (after the provider's pacing): a kill from here on
+            # leaves the job unsure, never forgotten.
+            marked.append(await self.jobs.update(
+                job.id, expect={"state": JobState.SUBMITTING, "submit_attempt": attempt - 1},
+                submit_attempt=attempt, submit_unsure_at=time.time(), key_id=key_id))
+
         try:
-            task = await entry.backend.submit(request)
+            task = await entry.backend.submit(request, before_send=mark)
         except ProviderError as err:
-            return await self._submit_failed(job, entry, err)
+            return await self._submit_failed(marked[-1] if marked else job, entry, err)
         self._unwritten[job.id] = task
-        return await self._record_task(job, task)
+        return await self._record_task(marked[-1] if marked else job, task)
 
     async def _submit_failed(self, job: Job, entry: ChainEntry, err: ProviderError) -> Job | None:
         if not err.outcome_unknown:  # surely no task: the marker goes, the error takes its normal course
-            job = await self.jobs.update(job.id, submit_unsure_at=None)
+            if job.submit_unsure_at is not None:
+                job = await self.jobs.update(job.id, submit_unsure_at=None)
             return await self.outcomes.on_error(job, err, retry_state=JobState.SUBMITTING)
         # The marker stays. The retry it schedules first waits for the callback (when there are
         # callbacks) and otherwise creates a new task, counted as a possible double payment.

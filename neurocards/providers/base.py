@@ -8,6 +8,7 @@ persisted before the next step starts.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -99,6 +100,9 @@ class TaskStatus:
     callback_url: str | None = None
 
 
+BeforeSend = Callable[[str], Awaitable[None]]
+
+
 @runtime_checkable
 class KeyRotation(Protocol):
     """A provider paying with several API keys. The engine reports what a key's errors mean."""
@@ -128,7 +132,9 @@ class VideoProvider(Protocol):
     async def upload_image(self, data: bytes, filename: str) -> str:
         """Store the photo where the provider can read it; return its URL."""
 
-    async def submit(self, request: VideoRequest) -> SubmittedTask: ...
+    async def submit(self, request: VideoRequest, before_send: BeforeSend | None = None) -> SubmittedTask:
+        """Create the (paid) task. `before_send(key_id)` is awaited right before the request
+        leaves, after any pacing: the caller records that a task may exist from then on."""
 
     async def poll(self, task_id: str, model: str, key_id: str | None) -> TaskStatus: ...
 

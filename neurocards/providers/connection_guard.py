@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 
@@ -31,10 +32,10 @@ class _GuardedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport but have the same methods.
+        self._transport = cast(asyncio.Transport, transport)
         self._inner.connection_made(transport)
-        self._guard.opened(transport)
+        self._guard.opened(self._transport)
 
     def data_received(self, data: bytes) -> None:
         self._inner.data_received(data)

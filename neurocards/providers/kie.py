@@ -36,6 +36,7 @@ from aiolimiter import AsyncLimiter
 
 from neurocards.config import KieConfig
 from neurocards.providers.base import (
+    BeforeSend,
     ErrorKind,
     ProviderError,
     SubmittedTask,
@@ -378,11 +379,13 @@ class KieProvider:
     def output_aspect(self, model: str, aspect: str) -> str:
         return get_adapter(model).output_aspect(aspect)
 
-    async def submit(self, request: VideoRequest) -> SubmittedTask:
+    async def submit(self, request: VideoRequest, before_send: BeforeSend | None = None) -> SubmittedTask:
         adapter = get_adapter(request.model)
         body = adapter.build_body(request.model, request)
         key = self._next_task_key()
         await self._create_limiters[key.account].acquire()
+        if before_send is not None:  # after the pacing wait: from here on a task may exist
+            await before_send(key.key_id)
         payload = await self._call("submit", "POST", self._base + adapter.create_path, key,
                                    ctx=f" model={request.model}", json=body)
         data = payload.get("data")

@@ -27,6 +27,7 @@ from typing import IO
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from neurocards.providers.base import (
+    BeforeSend,
     ErrorKind,
     ProviderError,
     SubmittedTask,
@@ -206,7 +207,7 @@ class SandboxProvider:
         await asyncio.to_thread(_write_atomic, self.uploads / name, data)
         return f"sandbox://uploads/{name}"
 
-    async def submit(self, request: VideoRequest) -> SubmittedTask:
+    async def submit(self, request: VideoRequest, before_send: BeforeSend | None = None) -> SubmittedTask:
         name = request.image_url.removeprefix("sandbox://uploads/")
         if name == request.image_url or not _UPLOAD_RE.fullmatch(name):
             raise ProviderError(f"not a sandbox upload URL: {request.image_url[:100]}",
@@ -220,6 +221,8 @@ class SandboxProvider:
         caption = caption or caption_from_prompt(request.prompt)
         duration = float(request.duration_s) if request.duration_s and request.duration_s > 0 else self.duration_s
         duration = min(MAX_DURATION_S, max(MIN_DURATION_S, duration))
+        if before_send is not None:
+            await before_send(KEY_ID)
         task_id = f"sbx_{uuid.uuid4().hex}"
         task = asyncio.create_task(self._render(task_id, photo, caption, duration, request.aspect_ratio),
                                    name=f"sandbox-render-{task_id}")

@@ -128,6 +128,15 @@ class FakeKie:
         self.generation_delay_s: float = 0.0  # a task is pending at least this long...
         self.pending_polls: int = 0  # ...and for this many polls
         self.require_uploaded_images = True  # image URLs must come from our upload endpoint
+        # Per endpoint: the request takes effect at once, its answer comes this much later (an
+        # answer after the client's timeout is "KIE created the task, we never heard").
+        self.answer_delay_s: dict[str, float] = {}
+        # POST every finished task to its callBackUrl, retrying while the bot is down (KIE
+        # documents no retries; this models a sender that retries for `callback_retry_for_s`).
+        self.auto_callbacks = False
+        self.callback_retry_for_s = 15.0
+        self.callbacks_sent = 0
+        self._background: set[asyncio.Task[None]] = set()
         self.extra_models: dict[str, str] = {}  # extra Market model -> image field
         self.uploads: list[Upload] = []
         self.tasks: dict[str, FakeTask] = {}
@@ -163,6 +172,8 @@ class FakeKie:
 
     async def stop(self) -> None:
         self._stopping.set()
+        for task in list(self._background):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -258,6 +269,12 @@ class FakeKie:
             status, code, msg = self._key_errors[key]
             return status, {"code": code, "msg": msg}, None, ""
         status, payload = await handler(request, key)
+        delay = self.answer_delay_s.get(endpoint, 0.0)
+        if delay:
+            try:  # interruptible, so stop() is not held up
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                pass
         return status, payload, None, ""
 
     def _take_fault(self, endpoint: str) -> Fault | None:
@@ -311,6 +328,10 @@ class FakeKie:
         if self._fail_next_tasks:
             task.fail_code, task.fail_msg = self._fail_next_tasks.popleft()
         self.tasks[task_id] = task
+        if self.auto_callbacks and task.callback_url:
+            job = asyncio.create_task(self._call_back_when_done(task))
+            self._background.add(job)
+            job.add_done_callback(self._background.discard)
         return 200, {"code": 200, "msg": "success", "data": {"taskId": task_id}}
 
     def _outcome(self, task: FakeTask, final: bool = False) -> str:
@@ -457,6 +478,19 @@ class FakeKie:
 
     # --- callbacks ---------------------------------------------------------------------------
 
+    async def _call_back_when_done(self, task: FakeTask) -> None:
+        assert task.callback_url is not None
+        await asyncio.sleep(max(0.0, task.created_at + self.generation_delay_s - time.monotonic()))
+        give_up = time.monotonic() + self.callback_retry_for_s
+        while time.monotonic() < give_up:
+            try:
+                if await self.send_callback(task.task_id, task.callback_url) < 500:
+                    self.callbacks_sent += 1
+                    return
+            except (aiohttp.ClientError, OSError):
+                pass
+            await asyncio.sleep(0.5)
+
     async def send_callback(self, task_id: str, url: str, hmac_key: str | None = None) -> int:
         """POST the finished task (recordInfo-shaped body) to `url`; returns the HTTP status.
         With `hmac_key`, signs like KIE: base64(HMAC-SHA256(taskId + "." + timestamp))."""
@@ -470,7 +504,7 @@ class FakeKie:
             digest = hmac.new(hmac_key.encode(), f"{task_id}.{ts}".encode(), hashlib.sha256).digest()
             headers = {"X-Webhook-Timestamp": ts,
                        "X-Webhook-Signature": base64.b64encode(digest).decode()}
-        async with aiohttp.ClientSession() as session, \
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, \
                 session.post(url, json=body, headers=headers) as resp:
             await resp.read()
             return resp.status
