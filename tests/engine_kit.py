@@ -77,6 +77,9 @@ class MemoryProvider:
     async def upload_image(self, data: bytes, filename: str) -> str:
         return f"mem://photo/{filename}"
 
+    def output_aspect(self, model: str, aspect: str) -> str:
+        return aspect
+
     async def submit(self, request: VideoRequest, before_send: BeforeSend | None = None) -> SubmittedTask:
         key_id = next(self._keys)
         fault = self.submit_faults.popleft() if self.submit_faults else None

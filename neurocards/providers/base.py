@@ -132,6 +132,9 @@ class VideoProvider(Protocol):
     async def upload_image(self, data: bytes, filename: str) -> str:
         """Store the photo where the provider can read it; return its URL."""
 
+    def output_aspect(self, model: str, aspect: str) -> str:
+        """The shape (W:H) `model` makes when asked for `aspect` (the wanted one if it can)."""
+
     async def submit(self, request: VideoRequest, before_send: BeforeSend | None = None) -> SubmittedTask:
         """Create the (paid) task. `before_send(key_id)` is awaited right before the request
         leaves, after any pacing: the caller records that a task may exist from then on."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from neurocards.config import FORMATS
+from neurocards.providers.base import VideoProvider
 from neurocards.providers.sandbox import compose_image
 from neurocards.providers.video_tools import compress_to_fit, reshape, video_size
 
@@ -30,10 +31,9 @@ SAME_SHAPE = 0.01  # log-ratio tolerance: encoders round sides to even numbers
 MIN_KEPT_BY_CROP = 0.5
 
 
-def model_aspect(backend: object, model: str, wanted: str) -> str:
+def model_aspect(backend: VideoProvider, model: str, wanted: str) -> str:
     """The shape `backend`'s `model` will make for a video wanted in `wanted`."""
-    output_aspect = getattr(backend, "output_aspect", None)  # optional: a provider may not say
-    return output_aspect(model, wanted) if output_aspect is not None else wanted
+    return backend.output_aspect(model, wanted)
 
 
 def ratio(aspect: str) -> float:
