@@ -45,6 +45,7 @@ from neurocards.config import Config, ConfigError
 from neurocards.jobs.alerts import Alerts, BalanceWatch, JobsResumed, Watchdog
 from neurocards.jobs.chain import ChainEntry, ProviderChain
 from neurocards.jobs.engine import Engine
+from neurocards.jobs.gpt_keys import GptWatch
 from neurocards.jobs.prompting import PromptBuilder
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics, OpsServer, engine_health, pool_states
@@ -173,12 +174,16 @@ class Application:
             balance_view=lambda balance: self.orders.balance_view(balance))
         # OpenAI is often reachable only through the proxies; the app owns (and closes) this client.
         self.openai_http = (httpx.AsyncClient(transport=self.api_transport, timeout=cfg.openai.timeout_s)
-                            if self.api_transport is not None and cfg.openai.api_key else None)
-        self.prompts = PromptBuilder(cfg.openai, cache=PromptCache(self.db), http_client=self.openai_http)
+                            if self.api_transport is not None and cfg.openai.keys else None)
         self.alerts = Alerts(self.notifier)
         self.metrics = Metrics(
             kie_key_states=getattr(self.kie, "key_states", None),
             proxy_states=pool_states({k: p for k, p in (("telegram", telegram_pool), ("api", api_pool)) if p}))
+        gpt_watch = GptWatch(self.alerts, self.metrics, failure_rate=cfg.openai.failure_rate_alert,
+                             min_calls=cfg.openai.failure_rate_min_calls)
+        self.prompts = PromptBuilder(cfg.openai, cache=PromptCache(self.db), http_client=self.openai_http,
+                                     watch=gpt_watch)
+        self.metrics.bind_gpt_keys(self.prompts.keys.available)
         self.engine = Engine(
             config=cfg, jobs=self.jobs, users=self.users, products=self.products, chain=self.chain,
             notifier=self.notifier, templates=self.templates, prompts=self.prompts, alerts=self.alerts,

@@ -209,10 +209,22 @@ class NetworkConfig(Section):
 
 
 class OpenAIConfig(Section):
-    api_key: SecretStr = SecretStr("")
+    api_key: SecretStr = SecretStr("")  # one key; api_keys lists several, used in turn
+    api_keys: Annotated[tuple[SecretStr, ...], BeforeValidator(_key_list)] = ()
     model: Str = "gpt-4o-mini"
     base_url: Str = ""
     timeout_s: PositiveFloat = 15.0
+    # A key answering 429, 403 or 401 is set aside this long; the others go on.
+    key_cooldown_s: PositiveFloat = 300.0
+    # Admins are alerted when this share of GPT calls failed over 15 minutes (0: off)...
+    failure_rate_alert: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.5
+    failure_rate_min_calls: PositiveInt = 10  # ...out of at least this many
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every configured key, each once (api_keys first, then api_key)."""
+        keys = [k.get_secret_value() for k in self.api_keys] + [self.api_key.get_secret_value()]
+        return tuple(dict.fromkeys(k for k in keys if k))
 
 
 class StorageConfig(Section):
@@ -426,6 +438,9 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     keys = [k.strip() for k in env.get("NEUROCARDS_KIE_API_KEYS", "").split(",") if k.strip()]
     if keys and isinstance(raw.setdefault("kie", {}), dict):
         raw["kie"]["api_keys"] = keys
+    openai_keys = [k.strip() for k in env.get("OPENAI_API_KEYS", "").split(",") if k.strip()]
+    if openai_keys and isinstance(raw.setdefault("openai", {}), dict):
+        raw["openai"]["api_keys"] = openai_keys
 
 
 def _one_line(exc: ValidationError) -> ConfigError:

@@ -33,6 +33,7 @@ log = logging.getLogger("neurocards.metrics")
 
 # KIE video tasks take minutes; sendVideo of a few-MB file takes seconds.
 GENERATION_BUCKETS = (30, 60, 90, 120, 180, 240, 300, 420, 600, 900, 1200, 1800, math.inf)
+GPT_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, math.inf)
 DELIVERY_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120, 300, math.inf)
 KEY_STATES = ("active", "cooling", "disabled")
 
@@ -69,6 +70,15 @@ class Metrics:
                                     buckets=GENERATION_BUCKETS, registry=r)
         self.delivery = Histogram("neurocards_delivery_seconds", "Duration of a successful sendVideo.",
                                   buckets=DELIVERY_BUCKETS, registry=r)
+        self.gpt_calls = Counter("neurocards_gpt_requests_total", "GPT prompt rewrites, by outcome.",
+                                 ["outcome"], registry=r)
+        self.gpt_failures = Counter("neurocards_gpt_failures_total", "Failed GPT prompt rewrites, by kind.",
+                                    ["reason"], registry=r)
+        self.gpt_latency = Histogram("neurocards_gpt_latency_seconds", "Duration of a GPT prompt rewrite.",
+                                     buckets=GPT_BUCKETS, registry=r)
+        self.gpt_keys = Gauge("neurocards_gpt_keys_available", "OpenAI keys not cooling down.", registry=r)
+        for outcome in ("success", "failure"):
+            self.gpt_calls.labels(outcome=outcome)
         self.in_flight = Gauge("neurocards_jobs_in_flight", "Jobs being driven by the engine now.", registry=r)
         self.waiting = Gauge("neurocards_jobs_waiting_for_slot",
                              "Jobs due to run but not started (no free engine slot yet).", registry=r)
@@ -130,6 +140,15 @@ class Metrics:
 
     def telegram_send_error(self, kind: str) -> None:
         self.send_errors.labels(kind=kind).inc()
+
+    def gpt_call(self, ok: bool, latency_s: float, reason: str = "") -> None:
+        self.gpt_calls.labels(outcome="success" if ok else "failure").inc()
+        if not ok:
+            self.gpt_failures.labels(reason=reason or "other").inc()
+        self.gpt_latency.observe(latency_s)
+
+    def bind_gpt_keys(self, available: Callable[[], int]) -> None:
+        self.gpt_keys.set_function(lambda: float(available()))
 
     def set_engine(self, in_flight: int, waiting: int | None = None) -> None:
         """`waiting` is optional: `refresh` also derives it from the table."""

@@ -126,8 +126,12 @@ async def test_http_errors_fall_back_to_the_template(fake: FakeOpenAI, cache: Pr
         prompt = await pb.build(studio, DESC, "")
         assert prompt == studio.render(DESC, "")
         assert fake.count == 1  # max_retries=0: one request, then the template
-        # A fallback is not cached: once GPT is back, the next build asks it.
         fake.error_status = None
+        if status in (401, 429):  # the key itself was refused: it cools down, GPT is not asked meanwhile
+            assert await pb.build(studio, DESC, "") == studio.render(DESC, "")
+            assert fake.count == 1
+            pb.keys.keys[0].cooling_until = 0.0  # the cool-down has passed
+        # A fallback is not cached: once GPT is back, the next build asks it.
         assert await pb.build(studio, DESC, "") == GPT_TEXT
         assert fake.count == 2
     finally:
@@ -347,6 +351,7 @@ async def test_one_log_line_per_build_and_never_the_key(fake: FakeOpenAI, cache:
         fake.error_status = 401  # OpenAI's 401 message quotes part of the key
         await pb.build(studio, DESC, "a")
         fake.error_status = None
+        pb.keys.keys[0].cooling_until = 0.0  # the refused key's cool-down has passed
         fake.delay_s = 2.0
         await pb.build(studio, DESC, "b")  # timeout
     finally:

@@ -9,6 +9,7 @@ from typing import assert_never
 from neurocards.jobs.alerts import (
     EngineStalled,
     FailureRate,
+    GptFailing,
     JobNeedsAttention,
     JobsResumed,
     KeyDisabled,
@@ -521,6 +522,10 @@ def _alert_body(alert: OperatorAlert) -> str:
             return f"neurocards перезапущен: продолжаю {count} незавершённых задач"
         case JobNeedsAttention(job_id, failure_class, code, text):
             return f"job {job_id}: {failure_class} (code {code}): {text}"
+        case GptFailing(failed, total, reason):
+            return (f"GPT: за 15 минут не удались {failed} из {total} запросов ({failed / total:.0%}), "
+                    f"последняя ошибка: {reason}. Видео делаются по шаблонам без GPT; "
+                    "проверьте ключи openai.api_keys и прокси.")
         case _:
             assert_never(alert)
 

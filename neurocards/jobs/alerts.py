@@ -61,8 +61,15 @@ class JobNeedsAttention:
     text: str
 
 
+@dataclass(frozen=True)
+class GptFailing:
+    failed: int  # GPT calls that failed over the last 15 minutes...
+    total: int  # ...of this many
+    reason: str  # the latest failure, e.g. "HTTP 429 RateLimitError"
+
+
 OperatorAlert = (LowBalance | EngineStalled | FailureRate | KeyDisabled | NoPayingKey | JobsResumed
-                 | JobNeedsAttention)
+                 | JobNeedsAttention | GptFailing)
 
 
 class AlertSink(Protocol):

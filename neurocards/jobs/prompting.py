@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from neurocards.config import OpenAIConfig
+from neurocards.jobs.gpt_keys import GptKeyPool, GptWatch
 from neurocards.jobs.templates import Template
 from neurocards.store.prompt_cache import PromptCache, cache_key, normalize
 
@@ -86,7 +87,7 @@ def keep_description(prompt: str, description: str) -> str:
 
 def fallback_reason(exc: BaseException) -> str:
     """A short, secret-free reason for the log: OpenAI's own messages can quote part of the key."""
-    if isinstance(exc, EnhancementRejected):
+    if isinstance(exc, EnhancementRejected | NoKeyAvailable):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timeout"
@@ -105,40 +106,67 @@ def fallback_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class NoKeyAvailable(Exception):
+    """Every OpenAI key is cooling down: the template is the prompt, without a call."""
+
+
+def failure_label(exc: BaseException) -> str:
+    """A small fixed set of failure kinds for the metrics' `reason` label."""
+    if isinstance(exc, NoKeyAvailable):
+        return "no_key"
+    if isinstance(exc, EnhancementRejected):
+        return "rejected"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return {401: "auth", 403: "forbidden", 429: "rate_limit"}.get(status, "server" if status >= 500 else "http")
+    reason = fallback_reason(exc)
+    return {"timeout": "timeout", "connection error": "connection"}.get(
+        reason, "malformed" if reason.startswith("malformed") else "other")
+
+
 class PromptBuilder:
     def __init__(self, config: OpenAIConfig, cache: PromptCache | None = None, client: Any | None = None,
-                 *, http_client: Any | None = None) -> None:
-        """`client`: a ready AsyncOpenAI-like client (tests). `http_client`: an httpx AsyncClient
-        for the SDK, e.g. one with a proxy transport; its owner closes it, `aclose` does not."""
+                 *, http_client: Any | None = None, watch: GptWatch | None = None) -> None:
+        """`client`: a ready AsyncOpenAI-like client (tests), standing for every key. `http_client`:
+        an httpx AsyncClient for the SDK, e.g. one with a proxy transport; its owner closes it,
+        `aclose` does not. `watch`: where each call's outcome goes (metrics, failure-rate alert)."""
         self.config = config
         self.cache = cache
-        self._client = client
-        self._owns_client = False
+        self.watch = watch
+        keys = list(config.keys) or (["ready-client"] if client is not None else [])
+        self.keys = GptKeyPool(keys, config.key_cooldown_s)
+        # key id -> the SDK client of that key (one per key: the key is fixed per client)
+        self._clients: dict[str, Any] = {}
+        self._owns_clients = False
         # key -> the one GPT call for it in flight; entries leave when the call ends, so the map
         # never holds more than the builds running right now (bounded by generation.max_parallel).
         self._inflight: dict[str, asyncio.Task[str | None]] = {}
-        if self._client is None and config.api_key:
+        if client is not None:
+            self._clients = {key.key_id: client for key in self.keys.keys}
+        elif self.keys.keys:
             from openai import AsyncOpenAI  # imported lazily: most test runs never need it
 
-            self._client = AsyncOpenAI(
-                api_key=config.api_key.get_secret_value(),
+            self._clients = {key.key_id: AsyncOpenAI(
+                api_key=key.secret,
                 base_url=config.base_url or None,
                 timeout=config.timeout_s,
                 max_retries=0,  # a retry would blow the timeout budget; the template is the retry
                 http_client=http_client,
-            )
+            ) for key in self.keys.keys}
             # AsyncOpenAI.close() closes the http client too, even one it was given.
-            self._owns_client = http_client is None
-        if self._client is None:
-            log.info("GPT prompt enhancement off (no openai.api_key): templates are used as is")
+            self._owns_clients = http_client is None
+        if not self._clients:
+            log.info("GPT prompt enhancement off (no openai.api_keys): templates are used as is")
 
     @property
     def enabled(self) -> bool:
-        return self._client is not None
+        return bool(self._clients)
 
     async def build(self, template: Template, description: str, wishes: str) -> str:
         draft = fit(template.render(description, wishes))
-        if self._client is None:
+        if not self._clients:
             return draft
         key = cache_key(self.config.model, template.id, template.prompt, description, wishes,
                         instructions=SYSTEM_PROMPT)
@@ -170,22 +198,51 @@ class PromptBuilder:
         """The GPT call for one key: the prompt, or None for "use the template" (never cached)."""
         started = time.monotonic()
         try:
-            answer = await asyncio.wait_for(self._ask(draft, description, wishes), self.config.timeout_s)
+            answer = await asyncio.wait_for(self._ask_with_keys(draft, description, wishes), self.config.timeout_s)
             prompt = self._accept(answer, description)
         except Exception as exc:  # any failure means: use the template, the job goes on
             log.warning("prompt: GPT fallback to the template (%s; template %s, key %s, %.1fs)",
                         fallback_reason(exc), template_id, key[:12], time.monotonic() - started)
+            await self._record(False, time.monotonic() - started, exc)
             return None
+        await self._record(True, time.monotonic() - started)
         await self._cache_put(key, prompt)
         log.info("prompt: cache miss, enhanced by %s (template %s, key %s, %d chars, %.1fs)",
                  self.config.model, template_id, key[:12], len(prompt), time.monotonic() - started)
         return prompt
 
-    async def _ask(self, draft: str, description: str, wishes: str) -> str:
+    async def _ask_with_keys(self, draft: str, description: str, wishes: str) -> str:
+        """Ask with the next key; a key-level refusal (429/403/401) sets it aside and the next
+        key is asked at once, within the same timeout."""
+        refused: Exception | None = None
+        for _ in range(len(self.keys)):
+            gpt_key = self.keys.take()
+            if gpt_key is None:
+                break
+            try:
+                return await self._ask(self._clients[gpt_key.key_id], draft, description, wishes)
+            except Exception as exc:
+                if not self.keys.failed(gpt_key, getattr(exc, "status_code", None)):
+                    raise
+                refused = exc
+        if refused is not None:  # every key asked was refused: the last refusal is the reason
+            raise refused
+        raise NoKeyAvailable("every GPT key is cooling down")
+
+    async def _record(self, ok: bool, latency_s: float, exc: BaseException | None = None) -> None:
+        if self.watch is None:
+            return
+        try:
+            await self.watch.record(ok, latency_s, fallback_reason(exc) if exc is not None else "",
+                                    failure_label(exc) if exc is not None else "")
+        except Exception as err:  # bookkeeping must never cost the prompt
+            log.warning("GPT outcome not recorded: %s", type(err).__name__)
+
+    async def _ask(self, client: Any, draft: str, description: str, wishes: str) -> str:
         user = (f"Draft prompt: {draft}\n"
                 f"Product description from the seller (keep these words verbatim): {normalize(description)}\n"
                 f"Seller's wishes: {normalize(wishes) or 'none'}")
-        response = await self._client.chat.completions.create(  # type: ignore[union-attr]
+        response = await client.chat.completions.create(
             model=self.config.model,
             messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}],
             temperature=0.7,
@@ -234,5 +291,6 @@ class PromptBuilder:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._owns_client and self._client is not None:
-            await self._client.close()
+        if self._owns_clients:
+            for client in self._clients.values():
+                await client.close()

@@ -9,7 +9,7 @@ count GPT calls and check the model, the messages and the Authorization header. 
 Knobs: `reply` (text, or a function of the messages), `fail_next(status)` / `error_status`
 (500, 401, 429, ...), `delay_s` (a slow answer, for timeout tests), `malformed` (a body that
 is not JSON), `refusal` (a refusal instead of content), `finish_reason`, `api_key` (when set,
-any other Bearer key gets the real 401).
+any other Bearer key gets the real 401), `key_errors` (a status for every request with a key).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class FakeOpenAI:
         self.malformed: bool = False
         self.refusal: str | None = None
         self.finish_reason: str = "stop"
+        self.key_errors: dict[str, int] = {}  # key -> status every request with that key gets
         self.requests: list[ChatRequest] = []
         self.url = ""
         self._fail_next: deque[int] = deque()
@@ -137,6 +138,7 @@ class FakeOpenAI:
         if self.api_key is not None and key != self.api_key:
             return self._error(401, key=key)
         status = self._fail_next.popleft() if self._fail_next else self.error_status
+        status = self.key_errors.get(key, status)
         if status is not None:
             return self._error(status, key=key)
         if not body.get("model") or not isinstance(body.get("messages"), list) or not body["messages"]:
