@@ -427,4 +427,79 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN aspect_ratio TEXT;
     ALTER TABLE products ADD COLUMN upload_aspect TEXT;
     """,
+    # 10: the money rules, kept by the database whatever writes to it (the bot, the CLI, a sqlite3 shell)
+    """
+    -- Amounts and ids are bounded integers: SQLite would store 1e20 or '10' without complaint,
+    -- and an integer sum that overflows int64 silently becomes REAL.
+    CREATE TRIGGER ledger_rows_are_bounded BEFORE INSERT ON credit_ledger
+    WHEN typeof(NEW.delta) != 'integer' OR NEW.delta NOT BETWEEN -1000000 AND 1000000
+        OR typeof(NEW.user_id) != 'integer' OR NEW.user_id <= 0
+        OR typeof(NEW.job_id) NOT IN ('integer', 'null')
+        OR typeof(NEW.payment_id) NOT IN ('integer', 'null')
+        OR typeof(NEW.invited_user_id) NOT IN ('integer', 'null')
+        OR typeof(NEW.admin_id) NOT IN ('integer', 'null')
+    BEGIN SELECT RAISE(ABORT, 'ledger amount or id out of bounds'); END;
+
+    -- A row about a job is its charge, its refund or its price adjustment (migration 6), nothing else.
+    CREATE TRIGGER ledger_job_rows_are_charge_or_refund BEFORE INSERT ON credit_ledger
+    WHEN (NEW.job_id IS NOT NULL) != (NEW.reason IN ('job_charge', 'job_refund', 'price_adjustment'))
+    BEGIN SELECT RAISE(ABORT, 'a job is charged and refunded by job_charge/job_refund rows only'); END;
+
+    CREATE TRIGGER ledger_charge_is_the_jobs_owner BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'job_charge' AND (NEW.delta >= 0 OR NOT EXISTS (
+        SELECT 1 FROM jobs WHERE id = NEW.job_id AND user_id = NEW.user_id))
+    BEGIN SELECT RAISE(ABORT, 'a charge takes credits from the owner of the job'); END;
+
+    CREATE TRIGGER ledger_refund_equals_charge BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'job_refund' AND NOT EXISTS (
+        SELECT 1 FROM credit_ledger
+        WHERE job_id = NEW.job_id AND reason = 'job_charge' AND user_id = NEW.user_id AND delta = -NEW.delta)
+    BEGIN SELECT RAISE(ABORT, 'a refund returns exactly the charge, to the same user'); END;
+
+    CREATE TRIGGER ledger_no_refund_after_delivery BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'job_refund' AND EXISTS (SELECT 1 FROM jobs WHERE id = NEW.job_id AND state = 'done')
+    BEGIN SELECT RAISE(ABORT, 'a delivered video is not refunded'); END;
+
+    CREATE TRIGGER jobs_refunded_never_delivered BEFORE UPDATE OF state ON jobs
+    WHEN NEW.state = 'done' AND EXISTS (
+        SELECT 1 FROM credit_ledger WHERE job_id = NEW.id AND reason = 'job_refund')
+    BEGIN SELECT RAISE(ABORT, 'a refunded job is not delivered'); END;
+
+    -- Payments: the credit is the pack bought, the refund takes back at most that, same user.
+    CREATE TRIGGER ledger_payment_is_the_pack BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'payment' AND NOT EXISTS (
+        SELECT 1 FROM payments WHERE id = NEW.payment_id AND user_id = NEW.user_id AND credits = NEW.delta)
+    BEGIN SELECT RAISE(ABORT, 'a payment credits its own pack to its payer'); END;
+
+    CREATE TRIGGER ledger_payment_refund_within_pack BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason = 'payment_refund' AND NOT EXISTS (
+        SELECT 1 FROM payments WHERE id = NEW.payment_id AND user_id = NEW.user_id
+        AND NEW.delta < 0 AND -NEW.delta <= credits)
+    BEGIN SELECT RAISE(ABORT, 'a payment refund takes back at most the pack, from its payer'); END;
+
+    CREATE TRIGGER ledger_gifts_are_positive BEFORE INSERT ON credit_ledger
+    WHEN NEW.reason IN ('welcome', 'referral') AND NEW.delta <= 0
+    BEGIN SELECT RAISE(ABORT, 'a welcome or referral gift adds credits'); END;
+
+    CREATE TRIGGER payments_are_bounded BEFORE INSERT ON payments
+    WHEN typeof(NEW.credits) != 'integer' OR NEW.credits NOT BETWEEN 0 AND 1000000
+        OR typeof(NEW.stars) != 'integer' OR NEW.stars < 0 OR typeof(NEW.user_id) != 'integer'
+    BEGIN SELECT RAISE(ABORT, 'payment amount or id out of bounds'); END;
+
+    -- The ledger is append-only (UPDATE is refused since migration 1).
+    CREATE TRIGGER ledger_rows_are_never_deleted BEFORE DELETE ON credit_ledger
+    BEGIN SELECT RAISE(ABORT, 'credit_ledger is append-only'); END;
+
+    -- users.balance moves only through a ledger row: whatever writes it must write the ledger's sum.
+    CREATE TRIGGER users_balance_only_through_ledger BEFORE UPDATE OF balance ON users
+    WHEN typeof(NEW.balance) != 'integer' OR NEW.balance != (
+        SELECT COALESCE(SUM(delta), 0) FROM credit_ledger WHERE user_id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'users.balance changes only through the ledger'); END;
+
+    -- AFTER: an INSERT OR IGNORE of a known user fires no check; an INSERT OR REPLACE is checked.
+    CREATE TRIGGER users_start_with_the_ledgers_balance AFTER INSERT ON users
+    WHEN typeof(NEW.balance) != 'integer' OR NEW.balance != (
+        SELECT COALESCE(SUM(delta), 0) FROM credit_ledger WHERE user_id = NEW.id)
+    BEGIN SELECT RAISE(ABORT, 'users.balance changes only through the ledger'); END;
+    """,
 ]
