@@ -72,6 +72,9 @@ async def test_temporary_errors_exhausted_refund_after_five_attempts(harness: Ha
     assert message.buttons == [["🔄 Попробовать ещё раз"], ["🏠 Меню"]]
     assert harness.kie.count("veoGenerate") == 5  # the first try and 4 retries, no more
     assert _retry_delays(harness, harness.jobs(3003)[0]["id"]) == DELAYS
+    # The operator's error report names KIE's own answer, not a crash of ours after one retry too many.
+    job = harness.jobs(3003)[0]
+    assert (job["error_class"], job["error_text"]) == ("temporary", "Server Error")
     assert harness.balance(3003) == 30
     cursor = user.cursor()
     await user.click(message, "🔄 Попробовать ещё раз")  # back to the styles with the same product

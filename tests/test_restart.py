@@ -57,20 +57,31 @@ async def test_kill_during_retry_wait_continues_the_retry(harness: Harness) -> N
     assert harness.ledger(2002) == [(30, "welcome"), (-10, "job_charge")]
 
 
+async def _warm(harness: Harness, user_id: int) -> None:
+    """A freshly started process answers its first update slowly (imports) when the CPU is busy:
+    wait for that first answer on its own generous deadline, so later waits measure the bot only."""
+    user = harness.tg.user(user_id)
+    cursor = user.cursor()
+    await user.send_text("/start")
+    await user.wait_for_message(lambda m: "Баланс" in m.text, after=cursor, timeout=60)
+
+
 async def test_kill_after_download_goes_straight_to_sending(harness: Harness) -> None:
     harness.tg.fail_next("sendVideo", status=429, description="Too Many Requests: retry after 30",
                          retry_after=30)
     await harness.spawn_ready()
+    await _warm(harness, 2003)
     user = harness.tg.user(2003)
     await launch(user, quantity=1)
-    await _wait_state(harness, "sending")
-    await harness.tg.wait_until(lambda: harness.tg.count("sendVideo") >= 1)
-    harness.kill()  # killed while waiting out Telegram's flood control
+    await _wait_state(harness, "sending", timeout=60)
+    await harness.tg.wait_until(lambda: harness.tg.count("sendVideo") >= 1, timeout=60)
+    harness.kill()  # killed while waiting out Telegram's flood control (30 s, far longer than the test)
 
     downloads = harness.kie.count("download")
     await harness.spawn_ready()
-    await harness.tg.wait_until(lambda: len(videos(user)) == 1, timeout=30)
+    await harness.tg.wait_until(lambda: len(videos(user)) == 1, timeout=60)
     await _wait_state(harness, "done")
     assert harness.kie.count("download") == downloads  # the file on disk was sent, not fetched again
+    assert harness.tg.count("sendVideo") == 2  # the one Telegram refused, and one delivery after the restart
     assert harness.kie.count("veoGenerate") == 1
     assert harness.balance(2003) == 20

@@ -1,0 +1,250 @@
+"""Money at its edges, below Telegram: exactly 1 credit, exactly the whole balance, refunds that race.
+
+Every seller-facing amount in the other tests is 10 or more; these pin the boundaries, where an
+off-by-one would refuse, skip or double a real payment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from neurocards.config import CreditPack, PaymentsConfig, ReferralsConfig
+from neurocards.jobs.credits import NotEnoughToRemove, add_credits
+from neurocards.jobs.payments import (
+    REFUND_CLAIM_STALE_S,
+    AlreadyRefunded,
+    CreditsSpent,
+    PaymentNotFound,
+    Payments,
+    RefundInProgress,
+    StarRefundFailed,
+)
+from neurocards.jobs.referrals import Referrals
+from neurocards.store.db import Database
+from neurocards.store.jobs import JobFinished, JobState, JobStore
+from neurocards.store.payments import PaymentStore
+from neurocards.store.referrals import ReferralStore
+from neurocards.store.users import ProductStore, UserStore
+
+SELLER, FRIEND = 501, 502
+ONE = CreditPack("one", 1, 1, "1 кредит")
+PACK = CreditPack("m", 120, 100, "120 кредитов")
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "money.sqlite3")
+    yield database
+    await database.close()
+
+
+def shop(db: Database, *, refund_when_spent: str = "refuse", bonus: int = 20,
+         bonus_on: str = "first_payment") -> Payments:
+    config: Any = SimpleNamespace(payments=PaymentsConfig(packs=(ONE, PACK), refund_when_spent=refund_when_spent),
+                                  referrals=ReferralsConfig(bonus_credits=bonus, bonus_on=bonus_on))
+    return Payments(config, PaymentStore(db), UserStore(db), Referrals(config, ReferralStore(db)))
+
+
+async def pay(payments: Payments, user_id: int, pack: CreditPack, charge_id: str = "ch-1"):
+    return await payments.credit(user_id=user_id, charge_id=charge_id, provider_charge_id=None,
+                                 payload=payments.payload(pack, user_id), currency="XTR", total=pack.stars)
+
+
+async def invited(db: Database) -> None:
+    """FRIEND came through SELLER's invite link."""
+    users = UserStore(db)
+    await users.touch(SELLER, username=None, first_name="S", language="ru", welcome_credits=0)
+    await users.touch(FRIEND, username=None, first_name="F", language="ru", welcome_credits=0)
+    code = await ReferralStore(db).code_for(SELLER)
+    assert await ReferralStore(db).attach(FRIEND, code) == SELLER
+
+
+class Telegram:
+    """refundStarPayment as the bot calls it: counts calls, can refuse."""
+
+    def __init__(self, error: StarRefundFailed | None = None) -> None:
+        self.calls: list[tuple[int, str]] = []
+        self.error = error
+
+    async def __call__(self, user_id: int, charge_id: str) -> None:
+        self.calls.append((user_id, charge_id))
+        if self.error is not None:
+            raise self.error
+
+
+# ---- crediting exactly 1 -----------------------------------------------------------------------
+
+async def test_an_admin_can_grant_and_take_exactly_one_credit(db: Database) -> None:
+    users = UserStore(db)
+    granted = await add_credits(db, users, SELLER, 1, note="goodwill")
+    assert (granted.delta, granted.balance) == (1, 1)
+    taken = await add_credits(db, users, SELLER, -1, note="mistake")
+    assert taken.balance == 0 and await users.ledger_sum(SELLER) == 0
+
+
+async def test_a_zero_grant_is_refused_and_writes_nothing(db: Database) -> None:
+    with pytest.raises(ValueError):
+        await add_credits(db, UserStore(db), SELLER, 0)
+    assert await UserStore(db).ledger(SELLER) == []
+
+
+async def test_taking_more_than_the_balance_is_refused_with_the_balance(db: Database) -> None:
+    users = UserStore(db)
+    await add_credits(db, users, SELLER, 5)
+    with pytest.raises(NotEnoughToRemove) as refused:
+        await add_credits(db, users, SELLER, -6)
+    assert refused.value.balance == 5 and await users.balance(SELLER) == 5
+    assert (await add_credits(db, users, SELLER, -5)).balance == 0  # the whole balance is fine
+
+
+async def test_a_welcome_gift_of_one_credit_is_given(db: Database) -> None:
+    user, created = await UserStore(db).touch(SELLER, username=None, first_name="S", language="ru",
+                                              welcome_credits=1)
+    assert created and user.balance == 1
+    assert [(r.delta, r.reason) for r in await UserStore(db).ledger(SELLER)] == [(1, "welcome")]
+
+
+async def test_a_one_credit_pack_is_credited(db: Database) -> None:
+    credited = await pay(shop(db), SELLER, ONE)
+    assert not credited.duplicate and (credited.credits, credited.balance) == (1, 1)
+
+
+async def test_a_one_credit_referral_bonus_is_paid_on_the_first_payment(db: Database) -> None:
+    await invited(db)
+    credited = await pay(shop(db, bonus=1), FRIEND, PACK)
+    assert credited.referral is not None and credited.referral.credits == 1
+    assert await UserStore(db).balance(SELLER) == 1
+
+
+async def test_a_one_credit_referral_bonus_is_paid_on_the_first_video(db: Database) -> None:
+    await invited(db)
+    referrals = shop(db, bonus=1, bonus_on="first_video").referrals
+    bonus = await referrals.on_video_delivered(FRIEND)
+    assert bonus is not None and bonus.credits == 1 and bonus.referrer_balance == 1
+    assert await referrals.on_video_delivered(FRIEND) is None  # once per invited user
+    assert (await referrals.stats(SELLER)).earned == 1
+
+
+async def test_no_referral_bonus_when_the_bonus_is_zero(db: Database) -> None:
+    await invited(db)
+    assert await shop(db, bonus=0, bonus_on="first_video").referrals.on_video_delivered(FRIEND) is None
+    assert (await pay(shop(db, bonus=0), FRIEND, PACK)).referral is None
+    assert await UserStore(db).balance(SELLER) == 0
+
+
+# ---- refunding a payment ---------------------------------------------------------------------------
+
+async def test_a_refund_with_nothing_spent_goes_through_under_the_refuse_policy(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    telegram = Telegram()
+    done = await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=telegram)
+    assert telegram.calls == [(SELLER, "ch-1")]
+    assert (done.removed, done.balance, done.payment.status) == (120, 0, "refunded")
+
+
+async def test_a_refund_of_one_spent_credit_is_refused_under_the_refuse_policy(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    await add_credits(db, UserStore(db), SELLER, -1)
+    telegram = Telegram()
+    with pytest.raises(CreditsSpent) as refused:
+        await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=telegram)
+    assert (refused.value.balance, refused.value.credits) == (119, 120)
+    assert telegram.calls == [] and (await payments.store.by_charge(SELLER, "ch-1")).status == "paid"
+
+
+async def test_a_fully_spent_pack_is_refunded_under_allow_and_the_payment_closes(db: Database) -> None:
+    payments = shop(db, refund_when_spent="allow")
+    await pay(payments, SELLER, PACK)
+    await add_credits(db, UserStore(db), SELLER, -120, note="spent on videos")
+    done = await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram())
+    assert (done.removed, done.balance, done.payment.status) == (0, 0, "refunded")
+    assert done.payment.refunded_credits == 0
+    with pytest.raises(AlreadyRefunded):
+        await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram())
+
+
+async def test_stars_already_returned_by_telegram_close_the_payment(db: Database) -> None:
+    """A crash after Telegram returned the Stars: the next attempt hears CHARGE_ALREADY_REFUNDED."""
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    already = Telegram(StarRefundFailed("Bad Request: CHARGE_ALREADY_REFUNDED", already_refunded=True))
+    done = await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=already)
+    assert (done.removed, done.balance, done.payment.status) == (120, 0, "refunded")
+
+
+async def test_telegram_refusing_the_refund_keeps_the_payment_and_the_credits(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    refusal = StarRefundFailed("Bad Request: CHARGE_NOT_FOUND")
+    assert not refusal.already_refunded  # a refusal is a refusal unless Telegram says otherwise
+    with pytest.raises(StarRefundFailed):
+        await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram(refusal))
+    assert (await payments.store.by_charge(SELLER, "ch-1")).status == "paid"
+    assert await UserStore(db).balance(SELLER) == 120
+    done = await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram())  # tried again: works
+    assert done.payment.status == "refunded"
+
+
+async def test_two_admins_refunding_at_once_call_telegram_once(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    payment = await payments.store.by_charge(SELLER, "ch-1")
+    assert await payments.store.claim_refund(payment.id, REFUND_CLAIM_STALE_S)  # the first admin, mid-call
+    telegram = Telegram()
+    with pytest.raises(RefundInProgress):
+        await payments.refund(SELLER, "ch-1", admin_id=2, refund_stars=telegram)
+    assert telegram.calls == [] and await UserStore(db).balance(SELLER) == 120
+
+
+async def test_a_refund_claim_left_by_a_crash_is_taken_over_later(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    payment = await payments.store.by_charge(SELLER, "ch-1")
+    assert await payments.store.claim_refund(payment.id, REFUND_CLAIM_STALE_S)
+    await db.execute("UPDATE payments SET refund_started_at = ? WHERE id = ?",
+                     (time.time() - REFUND_CLAIM_STALE_S - 5, payment.id))
+    done = await payments.refund(SELLER, "ch-1", admin_id=2, refund_stars=Telegram())
+    assert done.payment.status == "refunded" and done.balance == 0
+
+
+async def test_refunding_an_unknown_or_someone_elses_payment_is_refused(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    for user_id, charge_id in ((SELLER, "nope"), (FRIEND, "ch-1")):
+        with pytest.raises(PaymentNotFound):
+            await payments.refund(user_id, charge_id, admin_id=1, refund_stars=Telegram())
+
+
+async def test_a_payment_delivered_twice_is_credited_once(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    again = await pay(payments, SELLER, PACK)
+    assert again.duplicate and (again.credits, again.balance) == (120, 120)
+
+
+# ---- a finished job is never moved -------------------------------------------------------------------
+
+async def test_a_cancelled_job_cannot_be_moved_on(db: Database) -> None:
+    users, jobs = UserStore(db), JobStore(db)
+    await users.touch(SELLER, username=None, first_name="S", language="ru", welcome_credits=30)
+    product = await ProductStore(db).create(SELLER, "file", "/nonexistent.jpg")
+    job_id = (await jobs.create_charged(
+        user_id=SELLER, chat_id=SELLER, product_id=product, request_key="k", template="studio", wishes="",
+        provider="kie", model="veo3_fast", count=1, cost_each=10)).job_ids[0]
+    assert await jobs.cancel_queued(SELLER, "banned") == [job_id]
+    with pytest.raises(JobFinished):
+        await jobs.update(job_id, state=JobState.SUBMITTING, image_url="https://x/p.jpg")
+    job = await jobs.get(job_id)
+    assert job is not None and job.state is JobState.FAILED and job.image_url is None
+    assert (await jobs.update(job_id, video_path=None, allow_finished=True)).state is JobState.FAILED
+    with pytest.raises(KeyError):
+        await jobs.update(10_000, state=JobState.SUBMITTING)
+    assert await users.balance(SELLER) == 30
