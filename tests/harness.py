@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image
 
+import neurocards
 from neurocards.app import Application
 from neurocards.config import Config, load_config
 from tests.fakes.kie import FakeKie
@@ -25,6 +26,22 @@ from tests.fakes.telegram_user import FakeUser
 
 TOKEN = "123456:TEST-TOKEN-abcdefghijklmnopqrstuvwxyz"
 KIE_KEY = "kie-test-key-0001"
+
+
+def with_source_tree(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the neurocards tree these tests import first on PYTHONPATH, so a bot or CLI
+    subprocess runs the same code: under mutation testing that is the mutated copy, and a
+    subprocess test must see the mutant too."""
+    tree = str(Path(neurocards.__file__).resolve().parent.parent)
+    out = {**env, "PYTHONPATH": os.pathsep.join(p for p in (tree, env.get("PYTHONPATH")) if p)}
+    if "MUTANT_UNDER_TEST" in os.environ:  # which mutant is active (mutmut); absent in normal runs
+        out["MUTANT_UNDER_TEST"] = os.environ["MUTANT_UNDER_TEST"]
+    return out
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a bot or CLI subprocess: no NEUROCARDS_* overrides from the caller's shell."""
+    return with_source_tree({k: v for k, v in os.environ.items() if not k.startswith("NEUROCARDS_")})
 
 
 def product_jpeg(width: int = 640, height: int = 800, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
@@ -113,10 +130,9 @@ class Harness:
     # ---- the bot as a separate process (for SIGKILL tests) ----------------------
     def spawn(self) -> subprocess.Popen[bytes]:
         self.write_config()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROCARDS_")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "neurocards", "run", "--config", str(self.config_path)],
-            cwd=self.tmp, env=env, stdout=open(self.tmp / "bot.log", "ab"), stderr=subprocess.STDOUT)
+            cwd=self.tmp, env=child_env(), stdout=open(self.tmp / "bot.log", "ab"), stderr=subprocess.STDOUT)
         return self.process
 
     async def spawn_ready(self, timeout: float = 60.0) -> None:

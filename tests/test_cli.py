@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from neurocards.config import ConfigError, load_config
+from tests.harness import with_source_tree
 
 BASE_CONFIG = """
 [telegram]
@@ -28,7 +30,7 @@ per_video = 10
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "neurocards", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60, env=env)
+                          text=True, timeout=60, env=with_source_tree(dict(os.environ) if env is None else env))
 
 
 @pytest.fixture

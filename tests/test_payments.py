@@ -4,7 +4,6 @@ successful payment (also delivered twice), refusals, admin and command-line refu
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from neurocards.services.credits import add_credits
 from tests.fakes.telegram_state import BotMessage, PreCheckoutRecord
 from tests.fakes.telegram_user import FakeUser, Payment
-from tests.harness import Harness
+from tests.harness import Harness, child_env
 
 ADMIN = 9001
 
@@ -212,9 +211,8 @@ async def test_telegram_refusing_the_refund_changes_nothing(harness: Harness) ->
 
 
 def run_cli(harness: Harness, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROCARDS_")}
     return subprocess.run([sys.executable, "-m", "neurocards", *args, "--config", str(harness.config_path)],
-                          cwd=harness.tmp, capture_output=True, text=True, timeout=60, env=env)
+                          cwd=harness.tmp, capture_output=True, text=True, timeout=60, env=child_env())
 
 
 async def test_cli_refund_calls_telegram_once(harness: Harness) -> None:

@@ -57,7 +57,7 @@ NET = (ErrorKind.CONNECT, ErrorKind.NETWORK, ErrorKind.TIMEOUT, ErrorKind.MALFOR
 RULES: tuple[Rule, ...] = (
     # Content moderation, whatever status carries it.
     _rule(U, text=r"flagged|violat|guardrail|content polic|prohibited|nsfw|nudity|sexual"),
-    _rule(U, text=r"public error (unsafe image|minor|prominent people)|unsafe image|minor upload"),
+    _rule(U, text=r"public error minor|unsafe image|minor upload"),  # "public error prominent people": next
     _rule(U, text=r"prominent people|third[- ]party content|faces? of (real )?(humans|people)|celebrit"),
     _rule(U, text=r"\bpolicy\b"),
     _rule(U, text=r"unsupported image|invalid image|cannot identify image|image (is )?corrupt|decode image"),
