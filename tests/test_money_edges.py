@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from neurocards.config import CreditPack, PaymentsConfig, ReferralsConfig
-from neurocards.jobs.credits import NotEnoughToRemove, add_credits
-from neurocards.jobs.payments import (
+from neurocards.services.credits import NotEnoughToRemove, add_credits
+from neurocards.services.payments import (
     REFUND_CLAIM_STALE_S,
     AlreadyRefunded,
     CreditsSpent,
@@ -25,7 +25,7 @@ from neurocards.jobs.payments import (
     RefundInProgress,
     StarRefundFailed,
 )
-from neurocards.jobs.referrals import Referrals
+from neurocards.services.referrals import Referrals
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobFinished, JobState, JobStore
 from neurocards.store.payments import PaymentStore
@@ -33,8 +33,8 @@ from neurocards.store.referrals import ReferralStore
 from neurocards.store.users import ProductStore, UserStore
 
 SELLER, FRIEND = 501, 502
-ONE = CreditPack("one", 1, 1, "1 кредит")
-PACK = CreditPack("m", 120, 100, "120 кредитов")
+ONE = CreditPack(id="one", credits=1, stars=1, label="1 кредит")
+PACK = CreditPack(id="m", credits=120, stars=100, label="120 кредитов")
 
 
 @pytest.fixture
