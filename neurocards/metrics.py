@@ -64,6 +64,9 @@ class Metrics:
         self.duplicate_risk = Counter("neurocards_telegram_video_resends_total",
                                       "sendVideo repeated after an attempt of unknown outcome (the seller may "
                                       "get the video twice).", registry=r)
+        self.unconfirmed = Counter("neurocards_telegram_videos_unconfirmed_total",
+                                   "Jobs ended as delivered although both sendVideo attempts were cut by a stop "
+                                   "(no answer either time).", registry=r)
         self.reclaimed = Counter("neurocards_jobs_reclaimed_total",
                                  "Job claims released by the watchdog (the step that held them died).", registry=r)
         self.generation = Histogram("neurocards_generation_seconds", "Provider task time, submit to result.",
@@ -133,6 +136,9 @@ class Metrics:
 
     def video_resent_unsure(self) -> None:
         self.duplicate_risk.inc()
+
+    def video_unconfirmed(self) -> None:
+        self.unconfirmed.inc()
 
     def claims_reclaimed(self, n: int) -> None:
         if n > 0:

@@ -213,6 +213,14 @@ class EngineKit:
                 raise AssertionError(f"jobs never got there: {[(j.id, j.state, j.claimed) for j in rows]}")
             await asyncio.sleep(0.01)
 
+    async def event(self, event: tuple[str, int], timeout: float = 5.0) -> None:
+        """Wait until the notifier was told `event` (it comes right after the database write)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while event not in self.notifier.events:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"never told {event}: {self.notifier.events}")
+            await asyncio.sleep(0.01)
+
     def metric(self, name: str, **labels: str) -> float:
         return self.engine.metrics.registry.get_sample_value(name, labels or None) or 0.0
 
@@ -220,6 +228,7 @@ class EngineKit:
         """Stop the engine mid-work (as a kill would: in-flight requests cancelled, nothing
         written after them) and start a new one on the same database and provider."""
         old = self.engine
+        old.stop_grace_s = 0.0  # a kill waits for nothing
         await old.stop()
         self.engine = Engine(config=self.config, jobs=self.jobs, users=self.users, products=self.products,
                              chain=old.chain, notifier=self.notifier, templates=old.templates, prompts=old.prompts,
@@ -236,6 +245,7 @@ async def running_kit(tmp: Path, **kwargs: Any) -> AsyncIterator[EngineKit]:
     try:
         yield kit
     finally:
+        kit.engine.stop_grace_s = 0.2
         await kit.engine.stop()
         await kit.db.close()
 

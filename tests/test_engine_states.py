@@ -224,3 +224,47 @@ async def test_a_send_of_unknown_outcome_is_repeated_once_and_counted(engine_kit
     assert job.send_unsure == 1 and job.error_class == "delivery"
     assert kit.metric("neurocards_telegram_video_resends_total") == 1
     assert await kit.users.balance(1) == 100
+
+
+async def test_a_graceful_stop_lets_a_send_in_flight_finish_and_be_recorded(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    gate = asyncio.Event()
+    deliver = kit.notifier.deliver_video
+
+    async def slow_delivery(*args: object, **kwargs: object) -> str:
+        await gate.wait()  # Telegram takes the upload slowly
+        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = slow_delivery  # type: ignore[method-assign]
+    await kit.order()
+    await kit.wait(lambda js: js[0].send_pending and len(kit.engine.requests_in_flight) == 1)
+    kit.engine.stop_grace_s = 5.0
+    stopping = asyncio.create_task(kit.engine.stop())
+    await asyncio.sleep(0.1)
+    gate.set()  # the answer comes while the bot is stopping
+    await stopping
+    [job] = await kit.wait(lambda js: True)
+    assert job.state is JobState.DONE and not job.send_pending  # no unknown outcome left behind
+    assert kit.notifier.videos == [job.id]
+
+
+async def test_killed_during_both_sends_ends_delivered_unconfirmed_not_refunded(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    gate = asyncio.Event()
+    deliver = kit.notifier.deliver_video
+    started: list[int] = []
+
+    async def hanging_delivery(*args: object, **kwargs: object) -> str:
+        started.append(1)
+        await gate.wait()  # Telegram has the upload; the answer never comes before the kill
+        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = hanging_delivery  # type: ignore[method-assign]
+    await kit.order()
+    for expected in (1, 2):  # killed mid-sendVideo, then again mid-repeat
+        await kit.wait(lambda js, n=expected: js[0].send_pending and len(started) == n)
+        await kit.restart()
+    [job] = await kit.wait(done)
+    assert len(started) == 2 and job.send_unsure == 1  # one repeat, never a third copy
+    assert kit.metric("neurocards_telegram_videos_unconfirmed_total") == 1
+    assert await kit.users.balance(1) == 90  # the seller has the video: no refund

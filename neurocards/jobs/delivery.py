@@ -20,6 +20,7 @@ from pathlib import Path
 from neurocards.config import Config
 from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.failures import jittered
+from neurocards.jobs.inflight import RequestsInFlight
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind, JobNotifier, quietly
 from neurocards.metrics import Metrics
 from neurocards.providers.video_tools import compress_to_fit
@@ -34,7 +35,7 @@ NOTIFY_AFTER_FAILURES = 2  # one blip is not worth a message; a second failed at
 
 class Delivery:
     def __init__(self, *, config: Config, jobs: JobStore, users: UserStore, notifier: JobNotifier,
-                 chain: ProviderChain, metrics: Metrics,
+                 chain: ProviderChain, metrics: Metrics, in_flight: RequestsInFlight | None = None,
                  on_delivered: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.config = config
         self.jobs = jobs
@@ -42,6 +43,7 @@ class Delivery:
         self.notifier = notifier
         self.chain = chain
         self.metrics = metrics
+        self.in_flight = in_flight if in_flight is not None else RequestsInFlight()
         # Called with the user id after each delivery (e.g. a referral bonus on the first video).
         self.on_delivered = on_delivered
 
@@ -62,7 +64,7 @@ class Delivery:
             path = smaller
         if job.send_pending:  # the last run died while a sendVideo was out: it may have arrived
             if job.send_unsure >= MAX_UNSURE_RESENDS:
-                return await self.fail(job, "sendVideo outcome unknown twice; not sending a third copy")
+                return await self._unconfirmed(job, path)
             job = await self._count_unsure(job, "the previous run stopped mid-sendVideo")
         return await self._attempts(job, path)
 
@@ -73,9 +75,11 @@ class Delivery:
             job = await self.jobs.update(job.id, expect={"state": JobState.SENDING}, send_pending=1)
             started = time.monotonic()
             try:
-                file_id = await self.notifier.deliver_video(job, path, balance, simple=simple,
-                                                            timeout_s=self.upload_timeout(path))
-                return await self._delivered(job, path, file_id, time.monotonic() - started)
+                with self.in_flight.hold(job.id):  # a graceful stop lets the answer come and be written
+                    file_id = await self.notifier.deliver_video(job, path, balance, simple=simple,
+                                                                timeout_s=self.upload_timeout(path))
+                    job = await self._mark_done(job, file_id)
+                return await self._delivered(job, path, time.monotonic() - started)
             except DeliveryError as err:
                 self.metrics.telegram_send_error(err.kind.value)
                 if err.kind is DeliveryErrorKind.RETRY_AFTER:  # answered: nothing was sent
@@ -138,10 +142,25 @@ class Delivery:
                 log.info("job %d: 'waiting for Telegram' notice not sent yet: %s", job.id, exc)
         return None
 
-    async def _delivered(self, job: Job, path: Path | None, file_id: str, sent_s: float) -> Job:
+    async def _unconfirmed(self, job: Job, path: Path | None) -> Job:
+        """The bot died during the repeat too. No error came back from either copy, so the seller
+        almost surely has the video: a third copy or a refund would both be wrong. The job ends
+        as delivered without Telegram's confirmation, counted for the operator."""
+        self.metrics.video_unconfirmed()
+        log.warning("job %d: sendVideo outcome unknown twice (killed mid-request); ending as delivered, "
+                    "unconfirmed", job.id)
         done = await self.jobs.update(
+            job.id, expect={"state": JobState.SENDING}, send_pending=0, state=JobState.DONE, finished_at=time.time(),
+            event="delivered, unconfirmed: the bot stopped during both sendVideo attempts")
+        return await self._delivered(done, path, 0.0)
+
+    async def _mark_done(self, job: Job, file_id: str) -> Job:
+        return await self.jobs.update(
             job.id, expect={"state": JobState.SENDING}, video_file_id=file_id, send_pending=0, state=JobState.DONE,
             finished_at=time.time(), event="delivered")
+
+    async def _delivered(self, done: Job, path: Path | None, sent_s: float) -> Job:
+        job = done
         if path is not None:
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -24,6 +24,7 @@ from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.delivery import Delivery
 from neurocards.jobs.failures import Failure, FailureClass
 from neurocards.jobs.generation import Generation
+from neurocards.jobs.inflight import RequestsInFlight
 from neurocards.jobs.notifier import JobNotifier, quietly
 from neurocards.jobs.outcomes import Outcomes
 from neurocards.jobs.prompting import PromptBuilder
@@ -40,10 +41,12 @@ UPLOAD_REUSE_S = 12 * 3600  # KIE keeps uploads 24 h; re-upload well before that
 DEFAULT_DURATION_S = 300.0  # ETA before any job has finished
 DB_TROUBLE_RETRY_S = 5.0  # a step the database refused is tried again after this long
 RECLAIM_EVERY_S = 10.0  # how often the dispatcher looks for claims no coroutine holds
+STOP_GRACE_S = 10.0  # a graceful stop waits this long for createTask/sendVideo answers (systemd allows 90 s)
 
 
 class Engine:
     reclaim_every_s = RECLAIM_EVERY_S
+    stop_grace_s = STOP_GRACE_S
     db_trouble_retry_s = DB_TROUBLE_RETRY_S
 
     def __init__(
@@ -74,10 +77,11 @@ class Engine:
         self.metrics = metrics or Metrics(process=False)
         self.outcomes = Outcomes(config=config, jobs=jobs, users=users, chain=chain, notifier=notifier,
                                  templates=templates, alerts=self.alerts, metrics=self.metrics)
+        self.requests_in_flight = RequestsInFlight()
         self.generation = Generation(jobs=jobs, chain=chain, templates=templates, metrics=self.metrics,
-                                     outcomes=self.outcomes, wake=self.wake)
+                                     outcomes=self.outcomes, wake=self.wake, in_flight=self.requests_in_flight)
         self.delivery = Delivery(config=config, jobs=jobs, users=users, notifier=notifier, chain=chain,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, in_flight=self.requests_in_flight)
         self._reclaimed_at = 0.0
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -98,8 +102,15 @@ class Engine:
         return self.resumed_at_start
 
     async def stop(self) -> None:
-        """Cancel everything; the table already holds where each job was."""
+        """Cancel everything; the table already holds where each job was. A createTask or
+        sendVideo already out gets `stop_grace_s` to be answered and recorded first."""
         self._stopping = True
+        if self._dispatcher:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._dispatcher
+        if len(self.requests_in_flight) and not await self.requests_in_flight.drained(self.stop_grace_s):
+            log.warning("stopping with %d paid requests unanswered", len(self.requests_in_flight))
         tasks = list(self._running.values())
         if self._dispatcher:
             tasks.append(self._dispatcher)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from neurocards.jobs.chain import ChainEntry, ProviderChain
 from neurocards.jobs.failures import Failure, FailureClass, classify
+from neurocards.jobs.inflight import RequestsInFlight
 from neurocards.jobs.outcomes import Outcomes
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics
@@ -38,13 +39,14 @@ log = logging.getLogger("neurocards.engine")
 
 class Generation:
     def __init__(self, *, jobs: JobStore, chain: ProviderChain, templates: TemplateCatalog, metrics: Metrics,
-                 outcomes: Outcomes, wake: Callable[[], None]) -> None:
+                 outcomes: Outcomes, wake: Callable[[], None], in_flight: RequestsInFlight) -> None:
         self.jobs = jobs
         self.chain = chain
         self.templates = templates
         self.metrics = metrics
         self.outcomes = outcomes
         self.wake = wake
+        self.in_flight = in_flight
         self._poll_wakeups: dict[str, asyncio.Event] = {}
         # Tasks created whose id could not be written (the database refused): kept for the retry.
         self._unwritten: dict[int, SubmittedTask] = {}
@@ -80,12 +82,13 @@ class Generation:
                 job.id, expect={"state": JobState.SUBMITTING, "submit_attempt": attempt - 1},
                 submit_attempt=attempt, submit_unsure_at=time.time(), key_id=key_id))
 
-        try:
-            task = await entry.backend.submit(request, before_send=mark)
-        except ProviderError as err:
-            return await self._submit_failed(marked[-1] if marked else job, entry, err)
-        self._unwritten[job.id] = task
-        return await self._record_task(marked[-1] if marked else job, task)
+        with self.in_flight.hold(job.id):  # a graceful stop lets the answer come and be written
+            try:
+                task = await entry.backend.submit(request, before_send=mark)
+            except ProviderError as err:
+                return await self._submit_failed(marked[-1] if marked else job, entry, err)
+            self._unwritten[job.id] = task
+            return await self._record_task(marked[-1] if marked else job, task)
 
     async def _submit_failed(self, job: Job, entry: ChainEntry, err: ProviderError) -> Job | None:
         if not err.outcome_unknown:  # surely no task: the marker goes, the error takes its normal course
