@@ -260,33 +260,24 @@ async def _credits(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _payments(config: Config, args: argparse.Namespace) -> int:
-    """Refunds need Telegram: a short-lived Bot with the configured token, API server and proxies."""
-    from aiogram import Bot
-    from aiogram.client.telegram import TelegramAPIServer
+    """Refunds need Telegram: the bot's own builders, with its token, API server and proxies."""
+    from contextlib import AsyncExitStack
 
-    from neurocards.app import proxy_pools
     from neurocards.bot.billing import star_refunder, tell_refunded
-    from neurocards.bot.session import JsonBodySession, RotatingProxySession
-    from neurocards.services.payments import CreditsSpent, Payments, RefundRefused
-    from neurocards.services.referrals import Referrals
-    from neurocards.store.activity import ActivityStore
-    from neurocards.store.db import Database
-    from neurocards.store.payments import PaymentStore
-    from neurocards.store.referrals import ReferralStore
-    from neurocards.store.users import UserStore
+    from neurocards.builders import build_bot, build_chain, build_network, open_database
+    from neurocards.jobs.templates import TemplateCatalog
+    from neurocards.services import build_services
+    from neurocards.services.payments import CreditsSpent, RefundRefused
 
-    api = TelegramAPIServer.from_base(config.telegram.api_base)
-    pool, _ = proxy_pools(config)
-    timeout = config.telegram.request_timeout_s
-    session = (RotatingProxySession(pool, api=api, timeout=timeout) if pool is not None
-               else JsonBodySession(api=api, timeout=timeout))
-    bot = Bot(config.telegram.token.get_secret_value(), session=session)
-    db = await Database.open(config.storage.database)
-    try:
-        payments = Payments(config, PaymentStore(db), UserStore(db), Referrals(config, ReferralStore(db)),
-                            ActivityStore(db))
+    async with AsyncExitStack() as stack:
+        network = build_network(config, stack)
+        bot = build_bot(config, stack, network)
+        db = await open_database(config, stack)
+        services = build_services(config, db, build_chain(config, stack),
+                                  TemplateCatalog.load(config.generation.prompts_file))
         try:
-            done = await payments.refund(args.user_id, args.charge_id, admin_id=None, refund_stars=star_refunder(bot))
+            done = await services.payments.refund(args.user_id, args.charge_id, admin_id=None,
+                                                  refund_stars=star_refunder(bot))
         except CreditsSpent as exc:
             print(f"error: refused: credits already spent (balance {exc.balance} < {exc.credits});"
                   ' set payments.refund_when_spent = "allow" to refund anyway', file=sys.stderr)
@@ -298,9 +289,6 @@ async def _payments(config: Config, args: argparse.Namespace) -> int:
               f" balance {done.balance}")
         await tell_refunded(bot, done)
         return 0
-    finally:
-        await bot.session.close()
-        await db.close()
 
 
 def _backup_or_restore(config: Config, args: argparse.Namespace) -> int:

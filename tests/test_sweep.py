@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from neurocards.app import sweep_storage
+from neurocards.builders import sweep_storage
 from neurocards.config import load_config
 from tests.test_cli import BASE_CONFIG
 

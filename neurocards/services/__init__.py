@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Protocol
 
 from neurocards.config import Config
+from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.templates import TemplateCatalog
+from neurocards.metrics import Metrics
 from neurocards.services.orders import Orders
 from neurocards.services.payments import Payments
 from neurocards.services.promo import Promos
@@ -37,35 +38,30 @@ class Services:
     users: UserStore
     products: ProductStore
     jobs: JobStore
-    orders: Orders
     templates: TemplateCatalog
+    orders: Orders
+    activity: ActivityStore
+    history: HistoryStore
+    referrals: Referrals
+    payments: Payments
+    promos: Promos
+    broadcasts: BroadcastStore
     key_states: Callable[[], list[dict]] | None = None
-    # Tells an inviter about their bonus; set by the application (it needs the Bot).
-    on_referral_bonus: BonusCallback | None = None
-    # Delivers confirmed broadcasts; set by the application (it needs the Bot).
+    # Delivers confirmed broadcasts; set by the application once the Bot exists.
     broadcaster: BroadcastLauncher | None = None
 
-    # Built on first use from the fields above, so no constructor call has to change.
-    @cached_property
-    def activity(self) -> ActivityStore:
-        return ActivityStore(self.db)
 
-    @cached_property
-    def history(self) -> HistoryStore:
-        return HistoryStore(self.db)
-
-    @cached_property
-    def referrals(self) -> Referrals:
-        return Referrals(self.config, ReferralStore(self.db), on_bonus=self.on_referral_bonus)
-
-    @cached_property
-    def payments(self) -> Payments:
-        return Payments(self.config, PaymentStore(self.db), self.users, self.referrals, self.activity)
-
-    @cached_property
-    def promos(self) -> Promos:
-        return Promos(PromoStore(self.db))
-
-    @cached_property
-    def broadcasts(self) -> BroadcastStore:
-        return BroadcastStore(self.db)
+def build_services(config: Config, db: Database, chain: ProviderChain, templates: TemplateCatalog, *,
+                   on_new_jobs: Callable[[], None] | None = None, metrics: Metrics | None = None,
+                   key_states: Callable[[], list[dict]] | None = None,
+                   on_referral_bonus: BonusCallback | None = None) -> Services:
+    """Every service once, over one database. `on_new_jobs` wakes the engine; `on_referral_bonus`
+    tells an inviter about a bonus (it needs the Bot)."""
+    users, jobs, activity = UserStore(db), JobStore(db), ActivityStore(db)
+    referrals = Referrals(config, ReferralStore(db), on_bonus=on_referral_bonus)
+    return Services(
+        config=config, db=db, users=users, products=ProductStore(db), jobs=jobs, templates=templates,
+        orders=Orders(config, jobs, templates, chain, on_new_jobs=on_new_jobs, metrics=metrics),
+        activity=activity, history=HistoryStore(db), referrals=referrals,
+        payments=Payments(config, PaymentStore(db), users, referrals, activity),
+        promos=Promos(PromoStore(db)), broadcasts=BroadcastStore(db), key_states=key_states)
