@@ -154,7 +154,8 @@ def build_chain(config: Config, stack: AsyncExitStack, transport: httpx.AsyncBas
             backend=kie, fixed_model=(name.split(":", 1)[1] or None) if ":" in name else None,
             default_model=kcfg.model, keys=kie if isinstance(kie, KeyRotation) else None,
             balance=kie if isinstance(kie, BalanceSource) else None, callbacks=callbacks,
-            callback_poll_interval_s=kcfg.callback_poll_interval_s, cache_uploads=True, **common))
+            callback_poll_interval_s=kcfg.callback_poll_interval_s, cache_uploads=True,
+            takes_template_model=name == "kie", **common))
     return ProviderChain(entries, failures_to_switch=config.generation.fallback_failures,
                          cooldown_s=config.generation.fallback_cooldown_s,
                          format_surcharge=dict(config.formats.surcharge))

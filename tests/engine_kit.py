@@ -265,7 +265,7 @@ async def make_engine_kit(tmp: Path, *, callbacks: bool = False, overrides: dict
                        callbacks=(lambda job, attempt: f"mem://callback?job={job}&attempt={attempt}") if callbacks
                        else None,
                        poll_interval_s=config.kie.poll_interval_s, callback_poll_interval_s=0.05,
-                       timeout_s=config.kie.timeout_s, cache_uploads=True)
+                       timeout_s=config.kie.timeout_s, cache_uploads=True, takes_template_model=True)
     notifier = RecordingNotifier()
     jobs, users, products = JobStore(db), UserStore(db), ProductStore(db)
     engine = Engine(config=config, jobs=jobs, users=users, products=products, chain=ProviderChain([entry]),

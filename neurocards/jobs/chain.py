@@ -42,6 +42,7 @@ class ChainEntry:
     callback_poll_interval_s: float = 60.0  # with callbacks, polling is only a safety net
     timeout_s: float = 900.0  # a task running longer is failed and refunded
     cache_uploads: bool = False  # the upload URL stays valid for sibling jobs (stored on the product)
+    takes_template_model: bool = False  # a template naming a model is made with that model
     failures: int = 0
     down_until: float = 0.0
     first_failure_at: float | None = field(default=None)
@@ -84,10 +85,11 @@ class ProviderChain:
 
     @staticmethod
     def model_for(entry: ChainEntry, template_model: str | None) -> str:
-        """A fixed model wins; plain "kie" takes the template's model, else the configured default."""
+        """A fixed model wins; an entry taking template models ("kie") takes the template's model,
+        else the configured default."""
         if entry.fixed_model:
             return entry.fixed_model
-        if entry.name == "kie" and template_model:
+        if entry.takes_template_model and template_model:
             return template_model
         return entry.default_model
 

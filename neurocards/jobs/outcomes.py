@@ -67,8 +67,8 @@ class Outcomes:
                                    KeyDisabled(err.key_id, failure.text[:200], keys.available_keys()))
             if keys.available_keys() > 0:  # another key may pay: try it now, no attempt used
                 task_id = None if retry_state is JobState.SUBMITTING else job.task_id
-                return await self.jobs.update(job.id, state=retry_state, task_id=task_id, **fresh,
-                                              event=f"billing on key {err.key_id}, next key")
+                return await self.jobs.update(job.id, expect={"state": job.state}, state=retry_state,
+                                              task_id=task_id, **fresh, event=f"billing on key {err.key_id}, next key")
         if keys is not None and keys.available_keys() == 0:
             await self.alerts.send("billing:no_keys", NoPayingKey(failure.text[:200]))
         return None
@@ -89,7 +89,8 @@ class Outcomes:
         if notify:
             changes["retry_notified"] = 1
         updated = await self.jobs.update(
-            job.id, event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}", **changes)
+            job.id, expect={"state": job.state},
+            event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}", **changes)
         if notify:
             await quietly(self.notifier.job_retrying(updated, failure))
         return None  # the slot is free; the dispatcher picks the job up at run_after
@@ -115,7 +116,7 @@ class Outcomes:
         target_price = self.chain.price(target, job.aspect_ratio)
         price = target_price if target_price < job.cost else None
         return await self.jobs.update(
-            job.id, provider=target.name, model=model, state=JobState.QUEUED, image_url=None, task_id=None,
+            job.id, expect={"state": job.state}, provider=target.name, model=model, state=JobState.QUEUED, image_url=None, task_id=None,
             key_id=None, attempts=0, price=price, submit_unsure_at=None,
             event=f"provider {job.provider} unavailable, moved to {target.name}")
 
