@@ -34,7 +34,6 @@ from neurocards.bot.handlers import (
     promo,
 )
 from neurocards.bot.middlewares import (
-    ServicesMiddleware,
     ThrottlingMiddleware,
     UserTrackingMiddleware,
 )
@@ -188,15 +187,16 @@ def build_engine(config: Config, stack: AsyncExitStack, *, db: Database, chain: 
 
 
 def build_dispatcher(config: Config, db: Database, services: Services) -> Dispatcher:
+    """Handlers get the services as `svc` through aiogram's workflow data, for every kind of
+    update (pre-checkout queries included)."""
     tg = config.telegram
-    dp = Dispatcher(storage=SQLiteStorage(db))
+    dp = Dispatcher(storage=SQLiteStorage(db), svc=services)
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(ThrottlingMiddleware(tg.user_rate_per_s, tg.user_burst))
-        observer.outer_middleware(ServicesMiddleware(services))
         observer.outer_middleware(UserTrackingMiddleware(services))
         observer.outer_middleware(ActivityMiddleware(services))
-    # Never throttled or dropped: Telegram cancels the payment unless it is answered within 10 s.
-    dp.pre_checkout_query.outer_middleware(ServicesMiddleware(services))
+    # Pre-checkout queries pass no middleware, so they are never throttled or dropped: Telegram
+    # cancels the payment unless it is answered within 10 s.
     dp.include_routers(admin.make_router(tg.admin_ids), menu.make_router(),
                        payments.make_router(tg.admin_ids), profile.make_router(), promo.make_router(),
                        broadcast.make_router(tg.admin_ids), format_step.make_router(), create.make_router())

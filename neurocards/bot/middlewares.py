@@ -1,4 +1,5 @@
-"""Injecting services, tracking users, keeping one user from flooding the bot."""
+"""Tracking users, keeping one user from flooding the bot. (Handlers get the services as aiogram
+workflow data: see builders.build_dispatcher.)"""
 
 from __future__ import annotations
 
@@ -9,22 +10,12 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject
+from aiogram.types import User as TelegramUser
 
 from neurocards.bot import texts
 from neurocards.services import Services
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
-
-
-class ServicesMiddleware(BaseMiddleware):
-    """Gives every handler the stores and services as `svc`."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        data["svc"] = self.services
-        return await handler(event, data)
 
 
 class UserTrackingMiddleware(BaseMiddleware):
@@ -34,7 +25,7 @@ class UserTrackingMiddleware(BaseMiddleware):
         self.services = services
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        tg_user = getattr(event, "from_user", None)
+        tg_user: TelegramUser | None = data.get("event_from_user")
         if tg_user is None or tg_user.is_bot:
             return await handler(event, data)
         user, created = await self.services.users.touch(
@@ -77,7 +68,7 @@ class ThrottlingMiddleware(BaseMiddleware):
         return allowed
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        tg_user = getattr(event, "from_user", None)
+        tg_user: TelegramUser | None = data.get("event_from_user")
         # A successful payment is never dropped: the Stars are already taken.
         paid = isinstance(event, Message) and event.successful_payment is not None
         if tg_user is None or paid or self._allow(tg_user.id):
