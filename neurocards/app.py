@@ -84,7 +84,7 @@ class Application:
             cfg, self.db, self.chain, self.templates, on_new_jobs=self.engine.wake, metrics=self.metrics,
             key_states=key_states, on_referral_bonus=functools.partial(announce_referral_bonus, self.bot))
         stack.push_async_callback(self._flush_activity)
-        self.users = self.services.users
+        self.users, self.products, self.jobs = self.services.users, self.services.products, self.services.jobs
         if cfg.referrals.bonus_on == "first_video" and cfg.referrals.bonus_credits > 0:
             self.engine.delivery.on_delivered = self.services.referrals.on_video_delivered
         self.broadcaster = Broadcaster(self.bot, self.services.broadcasts, cfg.broadcast)
