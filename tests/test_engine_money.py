@@ -52,7 +52,7 @@ async def test_a_job_banned_while_being_prepared_never_reaches_kie(harness: Harn
     real_build = app.engine.prompts.build
 
     async def ban_meanwhile(*args: Any, **kwargs: Any) -> str:
-        await app.jobs.cancel_queued(4102, "banned by admin")  # the admin's ban lands right now
+        await app.engine.jobs.cancel_queued(4102, "banned by admin")  # the admin's ban lands right now
         return await real_build(*args, **kwargs)
 
     app.engine.prompts.build = ban_meanwhile  # type: ignore[method-assign]
@@ -80,7 +80,7 @@ async def test_a_kie_error_after_a_ban_refunds_nothing_more(harness: Harness) ->
         if harness.kie.count("upload"):
             break
         await asyncio.sleep(0.01)
-    assert await app.jobs.cancel_queued(4103, "banned by admin") == [harness.jobs(4103)[0]["id"]]
+    assert await app.engine.jobs.cancel_queued(4103, "banned by admin") == [harness.jobs(4103)[0]["id"]]
     await _settled(harness, 4103)
     await asyncio.sleep(0.7)  # the upload's answer arrives and is handled
     assert app.engine.in_flight == 0
