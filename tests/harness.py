@@ -34,8 +34,10 @@ def with_source_tree(env: dict[str, str]) -> dict[str, str]:
     subprocess test must see the mutant too."""
     tree = str(Path(neurocards.__file__).resolve().parent.parent)
     out = {**env, "PYTHONPATH": os.pathsep.join(p for p in (tree, env.get("PYTHONPATH")) if p)}
-    if "MUTANT_UNDER_TEST" in os.environ:  # which mutant is active (mutmut); absent in normal runs
-        out["MUTANT_UNDER_TEST"] = os.environ["MUTANT_UNDER_TEST"]
+    if "MUTANT_UNDER_TEST" in os.environ:  # a mutation run: which mutant is active, and mutmut's settings
+        child = str(Path(__file__).resolve().parent / "mutation_child")
+        out.update(MUTANT_UNDER_TEST=os.environ["MUTANT_UNDER_TEST"], MUTATION_TREE=tree,
+                   PYTHONPATH=os.pathsep.join((child, out["PYTHONPATH"])))
     return out
 
 

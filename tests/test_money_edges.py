@@ -83,7 +83,7 @@ class Telegram:
 async def test_an_admin_can_grant_and_take_exactly_one_credit(db: Database) -> None:
     users = UserStore(db)
     granted = await add_credits(db, users, SELLER, 1, note="goodwill")
-    assert (granted.delta, granted.balance) == (1, 1)
+    assert (granted.user_id, granted.delta, granted.balance) == (SELLER, 1, 1)
     taken = await add_credits(db, users, SELLER, -1, note="mistake")
     assert taken.balance == 0 and await users.ledger_sum(SELLER) == 0
 
@@ -101,6 +101,12 @@ async def test_taking_more_than_the_balance_is_refused_with_the_balance(db: Data
         await add_credits(db, users, SELLER, -6)
     assert refused.value.balance == 5 and await users.balance(SELLER) == 5
     assert (await add_credits(db, users, SELLER, -5)).balance == 0  # the whole balance is fine
+
+
+async def test_taking_a_credit_from_an_empty_balance_reports_zero(db: Database) -> None:
+    with pytest.raises(NotEnoughToRemove) as refused:
+        await add_credits(db, UserStore(db), SELLER, -1)
+    assert refused.value.balance == 0
 
 
 async def test_a_welcome_gift_of_one_credit_is_given(db: Database) -> None:

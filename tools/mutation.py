@@ -1,0 +1,240 @@
+"""Mutation testing of the money and failure-classification code, within 2 shared cores.
+
+    python tools/mutation.py                          # every module of [tool.mutmut] only_mutate
+    python tools/mutation.py services/credits.py      # some modules (paths under neurocards/)
+    python tools/mutation.py --sample 30              # a quick look: 30 random mutants
+    python tools/mutation.py --report                 # per-module score of what has run so far
+    python tools/mutation.py --rules                  # only the RULES table check (seconds)
+
+mutmut 3 (`pip install -e '.[test,mutation]'`) runs under `nice -n 19` with --children workers
+(default 2); each mutant runs only the tests that executed its function in mutmut's first, clean
+run. Results stay in mutants/: a rerun tests only mutants of functions that changed.
+
+mutmut does not mutate the regular expressions of the classifier's RULES table, so this tool also
+drops every rule, every alternative of its pattern, every code and every error kind in turn and
+checks that a named case of tests/test_failures.py notices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KILLED = {1, 3, 24, -24, 36, 152, 255}  # a failing test, pytest's internal error, or a timeout
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def configured_modules() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return list(config["tool"]["mutmut"]["only_mutate"])
+
+
+def module_of(path: str) -> str:
+    """neurocards/services/credits.py -> neurocards.services.credits"""
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def resolve(selection: list[str]) -> list[str]:
+    modules = configured_modules()
+    if not selection:
+        return modules
+    chosen = [m for m in modules if any(m.endswith(s.removeprefix("neurocards/")) for s in selection)]
+    unknown = [s for s in selection if not any(m.endswith(s.removeprefix("neurocards/")) for m in modules)]
+    if unknown:
+        sys.exit(f"not in [tool.mutmut] only_mutate: {', '.join(unknown)}")
+    return chosen
+
+
+def mutmut(*args: str) -> int:
+    exe = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+    print("$", " ".join([*nice, exe, *args]), flush=True)
+    return subprocess.call([*nice, exe, *args], cwd=ROOT)
+
+
+@dataclass
+class ModuleResult:
+    path: str
+    counts: Counter[str]
+    equivalent: int  # lines marked `# pragma: no mutate` (the reason is in the same comment)
+    survivors: list[str]
+
+    @property
+    def tested(self) -> int:
+        return self.counts["killed"] + self.counts["survived"] + self.counts["no tests"]
+
+    @property
+    def score(self) -> float | None:
+        return 100.0 * self.counts["killed"] / self.tested if self.tested else None
+
+
+def results(modules: list[str]) -> list[ModuleResult]:
+    out = []
+    for path in modules:
+        meta = ROOT / "mutants" / (path + ".meta")
+        counts: Counter[str] = Counter()
+        survivors: list[str] = []
+        if meta.exists():
+            for name, code in json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"].items():
+                if code is None:
+                    counts["not run"] += 1
+                elif code in KILLED:
+                    counts["killed"] += 1
+                elif code in SURVIVED:
+                    counts["survived"] += 1
+                    survivors.append(name)
+                elif code in NO_TESTS:
+                    counts["no tests"] += 1
+                    survivors.append(name)
+                else:
+                    counts[f"exit {code}"] += 1
+        source = (ROOT / path).read_text(encoding="utf-8")
+        out.append(ModuleResult(path, counts, len(re.findall(r"#\s*pragma:\s*no mutate", source)), survivors))
+    return out
+
+
+def report(modules: list[str]) -> int:
+    rows = results(modules)
+    print("| module | mutants | killed | survived | no tests | not run | score | marked equivalent |")
+    print("|---|---|---|---|---|---|---|---|")
+    total: Counter[str] = Counter()
+    for r in rows:
+        total.update(r.counts)
+        score = f"{r.score:.1f} %" if r.score is not None else "—"
+        print(f"| {r.path} | {sum(r.counts.values())} | {r.counts['killed']} | {r.counts['survived']} |"
+              f" {r.counts['no tests']} | {r.counts['not run']} | {score} | {r.equivalent} |")
+    tested = total["killed"] + total["survived"] + total["no tests"]
+    if tested:
+        print(f"\nkilled {total['killed']} of {tested} run mutants: {100.0 * total['killed'] / tested:.1f} %")
+    for r in rows:
+        for name in r.survivors:
+            print("survivor:", name)
+    return 0
+
+
+def sample_names(modules: list[str], n: int, seed: int | None) -> list[str]:
+    names = []
+    for path in modules:
+        meta = ROOT / "mutants" / (path + ".meta")
+        if meta.exists():
+            names += list(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
+    random.Random(seed).shuffle(names)
+    return sorted(names[:n])
+
+
+def check_rules() -> int:
+    """Drop each rule, alternative, code and kind of RULES in turn: a named case must fail."""
+    sys.path.insert(0, str(ROOT))
+    from neurocards.jobs import failures
+    from neurocards.providers.base import ProviderError
+    from tests.test_failures import CASES
+
+    original = failures.RULES
+
+    def noticed(rules: tuple[failures.Rule, ...]) -> bool:
+        failures.RULES = rules
+        try:
+            return any(failures.classify(ProviderError(c[4], kind=c[1], http_status=c[2], code=c[3])).cls
+                       is not c[5] for c in CASES)
+        finally:
+            failures.RULES = original
+
+    mutants: list[tuple[str, tuple[failures.Rule, ...]]] = []
+    for i, rule in enumerate(original):
+        def with_rule(new: failures.Rule, i: int = i) -> tuple[failures.Rule, ...]:
+            return original[:i] + (new,) + original[i + 1:]
+
+        mutants.append((f"rule {i} dropped", original[:i] + original[i + 1:]))
+        if rule.text is not None:
+            pattern = rule.text.pattern
+            for alternative, rest in _without_each_alternative(pattern):
+                mutants.append((f"rule {i}: {alternative!r} dropped",
+                                with_rule(failures.Rule(rule.failure, rule.codes, rule.kinds,
+                                                        re.compile(rest, re.I)))))
+        for code in rule.codes if len(rule.codes) > 1 else ():
+            mutants.append((f"rule {i}: code {code} dropped",
+                            with_rule(failures.Rule(rule.failure, rule.codes - {code}, rule.kinds, rule.text))))
+        for kind in rule.kinds if len(rule.kinds) > 1 or rule.codes else ():
+            mutants.append((f"rule {i}: kind {kind} dropped",
+                            with_rule(failures.Rule(rule.failure, rule.codes, rule.kinds - {kind}, rule.text))))
+        for other in (failures.FailureClass.UNKNOWN, failures.FailureClass.TEMPORARY):
+            if other is not rule.failure:
+                mutants.append((f"rule {i}: {rule.failure} -> {other}",
+                                with_rule(failures.Rule(other, rule.codes, rule.kinds, rule.text))))
+    survivors = [name for name, rules in mutants if not noticed(rules)]
+    print(f"RULES table: {len(mutants) - len(survivors)} of {len(mutants)} hand-made mutants noticed")
+    for name in survivors:
+        print("  survivor:", name)
+    return 0
+
+
+def _without_each_alternative(pattern: str) -> list[tuple[str, str]]:
+    """Each top-level alternative and each alternative inside a (…|…) group, removed in turn."""
+    out = []
+    parts = _split_top(pattern)
+    if len(parts) > 1:
+        out += [(p, "|".join(parts[:j] + parts[j + 1:])) for j, p in enumerate(parts)]
+    for group in re.finditer(r"\(([^()]*\|[^()]*)\)", pattern):
+        inner = group.group(1).split("|")
+        for j, p in enumerate(inner):
+            rest = "|".join(inner[:j] + inner[j + 1:])
+            out.append((f"{p} in ({group.group(1)})",
+                        pattern[:group.start()] + "(" + rest + ")" + pattern[group.end():]))
+    return out
+
+
+def _split_top(pattern: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in pattern:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "|" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help="paths under neurocards/ (default: all configured)")
+    parser.add_argument("--sample", type=int, metavar="N", help="run N random mutants only")
+    parser.add_argument("--seed", type=int, help="seed of --sample (default: a new draw each time)")
+    parser.add_argument("--children", type=int, default=2, help="parallel mutant runs (default 2)")
+    parser.add_argument("--report", action="store_true", help="only print the scores of what has run")
+    parser.add_argument("--rules", action="store_true", help="only check the RULES table")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    modules = resolve(args.modules)
+    if args.rules:
+        return check_rules()
+    if args.report:
+        return report(modules)
+    if args.sample:
+        if not any((ROOT / "mutants" / (m + ".meta")).exists() for m in modules):
+            # The first run makes the mutants and the test map, then refuses the name matching nothing.
+            mutmut("run", "--max-children", str(args.children), "neurocards.no_such_module.*")
+        names = sample_names(modules, args.sample, args.seed)
+        code = mutmut("run", "--max-children", str(args.children), *names)
+    else:
+        code = mutmut("run", "--max-children", str(args.children), *(module_of(m) + ".*" for m in modules))
+    check_rules()
+    report(modules)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
