@@ -16,11 +16,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import botproc, scenarios
+from . import botproc, orders, scenarios
 from .report import build_details, build_table
 from .scenarios import Settings
 
-SCENARIOS = ("throughput", "throughput_unpaced", "hold", "resume", "throughput_stock")
+SCENARIOS = ("throughput", "throughput_unpaced", "hold", "resume", "throughput_stock", "orders",
+             "orders_no_edits")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="users for the stock-launcher throughput check (0 = skip)")
     p.add_argument("--no-kie-limits", action="store_true",
                    help="the fake KIE answers everything (no 20/10 s and 10/s limits)")
+    p.add_argument("--order-sellers", type=int, help="sellers sending a 10-photo album each (default 50)")
     p.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the work directories (bot logs, DBs)")
@@ -50,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, workdir: Path) -> Settings:
     if args.quick:
         s = Settings(throughput_users=40, hold_users=60, hold_delay_s=28.0, latency_s=5.0,
-                     resume_jobs=300, single_account_users=2)
+                     resume_jobs=300, single_account_users=2, order_sellers=10, order_delay_s=10.0)
     else:
         s = Settings()
     s.workdir = workdir
@@ -58,7 +60,8 @@ def settings_from(args: argparse.Namespace, workdir: Path) -> Settings:
                       ("videos_per_user", "videos_per_user"), ("hold_users", "hold_users"),
                       ("hold_delay", "hold_delay_s"), ("poll_interval", "poll_interval_s"),
                       ("latency_rate", "latency_rate"), ("latency_seconds", "latency_s"),
-                      ("resume_jobs", "resume_jobs"), ("stock_users", "single_account_users")):
+                      ("resume_jobs", "resume_jobs"), ("stock_users", "single_account_users"),
+                      ("order_sellers", "order_sellers")):
         value = getattr(args, arg)
         if value is not None:
             setattr(s, attr, value)
@@ -78,6 +81,12 @@ async def run_all(settings: Settings, only: set[str], results: dict[str, Any]) -
         ("resume", lambda: scenarios.resume(settings)),
         ("throughput_stock", lambda: scenarios.throughput(
             settings, users_n=settings.single_account_users, accounts=False, name="stock")),
+        ("orders", lambda: orders.orders(
+            settings, sellers=settings.order_sellers, delay_s=settings.order_delay_s, edits=True,
+            name="orders", latency_rate=50, latency_s=settings.order_delay_s / 2)),
+        ("orders_no_edits", lambda: orders.orders(
+            settings, sellers=settings.order_sellers, delay_s=settings.order_delay_s, edits=False,
+            name="orders-off", latency_rate=50, latency_s=settings.order_delay_s / 2)),
     ]
     for name, run in plan:
         if name not in only or (name == "throughput_stock" and settings.single_account_users <= 0):

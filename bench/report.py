@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .orders import rows as order_rows
 from .scenarios import PACER_SHARE, Settings
 
 GOAL_IN_FLIGHT = 1000
@@ -102,6 +103,8 @@ def build_table(results: dict[str, Any], settings: Settings, quick: bool) -> str
     elif res is not None:
         rows.append(("Resume", f"≤ {GOAL_RESUME_S:.0f} s", f"ERROR: {res}", "MISS"))
 
+    rows += order_rows(results)
+
     kie_429 = sum(r.get("kie_429", 0) for r in results.values() if isinstance(r, dict))
     tg_429 = sum(r.get("tg_429", 0) for r in results.values() if isinstance(r, dict))
     rows.append(("429s from KIE / Telegram, all scenarios (KIE fake enforces 20 creates/10 s per "
@@ -162,6 +165,16 @@ def build_details(results: dict[str, Any]) -> str:
                 f"bot CPU {lat['bot_cpu_pct']:.0f} % ({_num(lat.get('bot_cpu_ms_per_update'), '.2f')} ms per update), fakes CPU {lat['fakes_cpu_pct']:.0f} %; fakes' loop lag "
                 f"p99 {lat['fakes_loop_lag_p99_ms']:.1f} ms; p99 per second of the test "
                 f"{lat.get('p99_per_second_ms')}")
+    for name in ("orders", "orders_no_edits"):
+        r = results.get(name)
+        if isinstance(r, dict):
+            out.append(
+                f"- {name}: walk (album → confirm) {r['walk_s']:.1f} s; all delivered "
+                f"{_num(r['elapsed_s'])} s after the first launch; status messages {r['status_messages']}, "
+                f"summaries {r['summaries']}; peak Telegram sends {r['tg_peak_sends_per_s']}/s; bot CPU "
+                f"{r['bot_cpu_pct']:.0f} %; peak RSS {r['peak_rss_mb']:.0f} MB; DB {r['db_states']}; "
+                f"Telegram errors {r['tg_errors']}; latency {r['latency']['answered']}/{r['latency']['pushed']}"
+                f" answered at {r['latency']['achieved_rate']:.0f}/s")
     res = results.get("resume")
     if isinstance(res, dict):
         out.append(

@@ -46,6 +46,8 @@ class Settings:
     latency_s: float = 15.0
     resume_jobs: int = 1000
     single_account_users: int = 8  # 0 = skip the stock-launcher throughput check
+    order_sellers: int = 50  # sellers sending one 10-photo album each (bench/orders.py)
+    order_delay_s: float = 20.0  # generation delay of the order scenarios
     max_parallel: int = 1200
     enforce_kie_limits: bool = True
     workdir: Path = Path("/tmp")
@@ -123,7 +125,8 @@ class World:
 
 @contextlib.asynccontextmanager
 async def world(settings: Settings, name: str, *, accounts: bool, welcome: int,
-                send_per_s: float | None = None) -> AsyncIterator[World]:
+                send_per_s: float | None = None,
+                extra: dict[str, dict[str, Any]] | None = None) -> AsyncIterator[World]:
     keys = key_list(settings.keys)
     tg = BenchTelegram(TOKEN)
     kie = BenchKie(keys, {k: f"acct{i}" for i, k in enumerate(keys)},
@@ -134,6 +137,8 @@ async def world(settings: Settings, name: str, *, accounts: bool, welcome: int,
     overrides = bench_overrides(keys, max_parallel=settings.max_parallel,
                                 poll_interval_s=settings.poll_interval_s, welcome=welcome,
                                 accounts=accounts, send_per_s=send_per_s)
+    for section, values in (extra or {}).items():
+        overrides.setdefault(section, {}).update(values)
     bot = BotProcess(tmp, tg, kie, overrides, accounts)
     lag = LoopLag()
     lag.start()
@@ -174,7 +179,8 @@ async def walk_to_confirm(tg: BenchTelegram, user: FakeUser, quantity: int) -> B
     await step(user.send_photo(PHOTO), lambda m: "опишите товар" in m.text)
     styles = await step(user.send_text(f"Белая керамическая кружка 350 мл, артикул {user.id}"),
                         lambda m: "Выберите стиль" in m.text)
-    wishes = await step(user.click(styles, "🔄 Студийный поворот"), lambda m: "пожелания" in m.text)
+    formats = await step(user.click(styles, "🔄 Студийный поворот"), lambda m: "Формат видео" in m.text)
+    wishes = await step(user.click(formats, "⏭ Оставить"), lambda m: "пожелания" in m.text)
     qty = await step(user.click(wishes, "⏭ Пропустить"), lambda m: "Сколько видео" in m.text)
     return await step(user.click(qty, f"{quantity} видео"), lambda m: "Проверьте заказ" in m.text)
 

@@ -13,9 +13,12 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 
+from neurocards.bot.albums import AlbumCollector
 from neurocards.bot.billing import announce_referral_bonus
 from neurocards.bot.broadcaster import Broadcaster
+from neurocards.bot.handlers.albums import AlbumDialogue
 from neurocards.bot.notifier import TelegramNotifier
+from neurocards.bot.order_status import OrderStatusBoard
 from neurocards.builders import (
     acquire_run_lock,
     build_bot,
@@ -23,6 +26,7 @@ from neurocards.builders import (
     build_dispatcher,
     build_engine,
     build_network,
+    build_pacing,
     build_prompts,
     build_scheduler,
     open_database,
@@ -35,6 +39,8 @@ from neurocards.metrics import Metrics, OpsServer, engine_health, pool_states
 from neurocards.providers.base import VideoProvider
 from neurocards.providers.kie_callbacks import CallbackServer
 from neurocards.services import build_services
+from neurocards.store.albums import AlbumStore
+from neurocards.store.orders import OrderStore
 
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -68,11 +74,13 @@ class Application:
                                  self._provider)
         self.provider = self.chain.primary.backend
         self.kie = next((b for b in self.chain.backends() if b.name == "kie"), None)
-        self.bot = build_bot(cfg, stack, network)
+        self.pacing = build_pacing(cfg)
+        self.bot = build_bot(cfg, stack, network, self.pacing)
         self.notifier = TelegramNotifier(
             self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
             max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024,
-            balance_view=lambda balance: self.services.orders.balance_view(balance))
+            balance_view=lambda balance: self.services.orders.balance_view(balance),
+            caption_of=OrderStore(self.db).caption_of)
         self.alerts = Alerts(self.notifier)
         key_states = getattr(self.kie, "key_states", None)
         self.metrics = Metrics(kie_key_states=key_states, proxy_states=pool_states(network.pools))
@@ -91,6 +99,7 @@ class Application:
         self.services.broadcaster = self.broadcaster
         self.dp = build_dispatcher(cfg, self.db, self.services)
         await self._start_callbacks(stack)
+        await self._start_orders(stack)  # before the engine: its claims already count per seller
         resumed = await self.engine.start()
         stack.push_async_callback(self.broadcaster.stop)
         await self.broadcaster.start()
@@ -118,6 +127,22 @@ class Application:
         # collector ~3 times a second, with 5-15 ms pauses for the older generations. At 10,000 it
         # runs once in 20 s of the same load (bench/), for ~1 MB more of young objects.
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
+
+    async def _start_orders(self, stack: AsyncExitStack) -> None:
+        """Albums being collected and the live status of every order (handlers reach both through
+        the dispatcher's workflow data)."""
+        cfg = self.config
+        self.order_status = OrderStatusBoard(self.bot, cfg, OrderStore(self.db), self.users, self.pacing)
+        self.services.on_new_order = self.order_status.wake
+        self.engine.jobs.on_change = lambda job: self.order_status.wake() if job.order_id is not None else None
+        self.engine.jobs.per_user_running = cfg.limits.max_jobs_in_flight
+        self.albums = AlbumCollector(AlbumStore(self.db), cfg.orders.album_settle_s,
+                                     AlbumDialogue(self.bot, self.dp.storage, self.services).on_album)
+        self.dp["albums"], self.dp["order_status"] = self.albums, self.order_status
+        self.order_status.start()
+        stack.push_async_callback(self.order_status.stop)
+        stack.push_async_callback(self.albums.stop)
+        await self.albums.resume()
 
     async def _start_callbacks(self, stack: AsyncExitStack) -> None:
         """The endpoint KIE calls when a task finishes, when configured."""

@@ -25,13 +25,16 @@ from neurocards.bot.activity import ActivityMiddleware
 from neurocards.bot.fsm_storage import SQLiteStorage
 from neurocards.bot.handlers import (
     admin,
+    albums,
     broadcast,
     create,
     format_step,
     menu,
+    orders,
     payments,
     profile,
     promo,
+    statement,
 )
 from neurocards.bot.middlewares import (
     ThrottlingMiddleware,
@@ -106,7 +109,14 @@ async def open_database(config: Config, stack: AsyncExitStack) -> Database:
     return db
 
 
-def build_bot(config: Config, stack: AsyncExitStack, network: Network) -> Bot:
+def build_pacing(config: Config) -> TelegramPacing:
+    tg = config.telegram
+    return TelegramPacing(tg.send_per_s, tg.chat_burst, tg.chat_period_s, background_per_s=config.broadcast.per_s)
+
+
+def build_bot(config: Config, stack: AsyncExitStack, network: Network,
+              pacing: TelegramPacing | None = None) -> Bot:
+    """`pacing`: the rate limiter of the bot's sends, when the caller shares it (status edits)."""
     tg = config.telegram
     api = TelegramAPIServer.from_base(tg.api_base)
     session: AiohttpSession = (
@@ -114,8 +124,7 @@ def build_bot(config: Config, stack: AsyncExitStack, network: Network) -> Bot:
         if network.telegram_pool is not None
         else JsonBodySession(api=api, timeout=tg.request_timeout_s))
     stack.push_async_callback(session.close)
-    session.middleware(TelegramPacing(tg.send_per_s, tg.chat_burst, tg.chat_period_s,
-                                      background_per_s=config.broadcast.per_s))
+    session.middleware(pacing or build_pacing(config))
     return Bot(tg.token.get_secret_value(), session=session,
                default=DefaultBotProperties(parse_mode=ParseMode.HTML))
 
@@ -199,7 +208,8 @@ def build_dispatcher(config: Config, db: Database, services: Services) -> Dispat
     # cancels the payment unless it is answered within 10 s.
     dp.include_routers(admin.make_router(tg.admin_ids), menu.make_router(),
                        payments.make_router(tg.admin_ids), profile.make_router(), promo.make_router(),
-                       broadcast.make_router(tg.admin_ids), format_step.make_router(), create.make_router())
+                       broadcast.make_router(tg.admin_ids), statement.make_router(), orders.make_router(),
+                       albums.make_router(), format_step.make_router(), create.make_router())
     return dp
 
 

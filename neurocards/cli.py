@@ -1,4 +1,4 @@
-"""`neurocards run|credits` — the operator's entry point."""
+"""`neurocards run|credits|statement|...` — the operator's entry point."""
 
 from __future__ import annotations
 
@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     disable = promo_sub.add_parser("disable", help="stop a code from being redeemed")
     disable.add_argument("code")
     disable.add_argument("--config", default="config.toml")
+    statement = sub.add_parser("statement", help="a user's whole credit history (offline: no token needed)")
+    statement.add_argument("user_id", type=int)
+    statement.add_argument("--csv", action="store_true", help="CSV, as the seller downloads it")
+    statement.add_argument("--json", action="store_true")
+    statement.add_argument("--config", default="config.toml")
 
     broadcast = sub.add_parser("broadcast", help="broadcasts sent from the bot")
     broadcast_sub = broadcast.add_subparsers(dest="action", required=True)
@@ -217,6 +222,33 @@ async def _broadcasts(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _statement(config: Config, args: argparse.Namespace) -> int:
+    from neurocards.bot import statement
+    from neurocards.store.db import Database
+    from neurocards.store.statement import StatementStore
+    from neurocards.store.users import UserStore
+
+    if not config.storage.database.exists():  # a typo in the path must not answer "no history"
+        print(f"error: no database at {config.storage.database}", file=sys.stderr)
+        return 1
+    db = await Database.open(config.storage.database)
+    try:
+        rows = await StatementStore(db).rows(args.user_id)
+        balance = await UserStore(db).balance(args.user_id)
+    finally:
+        await db.close()
+    if args.json:
+        print(json.dumps(statement.to_json(args.user_id, balance, rows), ensure_ascii=False))
+    elif args.csv:
+        sys.stdout.write(statement.to_csv(rows).decode("utf-8").lstrip("\ufeff"))
+    else:
+        print(f"user {args.user_id}: balance {balance}, {len(rows)} ledger rows")
+        for r in rows:
+            print(f"  {statement.iso(r.at)}  {r.amount:+d}  -> {r.balance_after}  {r.kind}"
+                  f"  {statement.row_ref(r)}  {statement.row_text(r)}")
+    return 0
+
+
 async def _credits(config: Config, args: argparse.Namespace) -> int:
     from neurocards.services.credits import NotEnoughToRemove, add_credits
     from neurocards.store.db import Database
@@ -348,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_credits(config, args))
     if args.command == "user":
         return asyncio.run(_user(config, args))
+    if args.command == "statement":
+        return asyncio.run(_statement(config, args))
     if args.command == "stats":
         return asyncio.run(_stats(config, args))
     if args.command == "promo":

@@ -378,6 +378,15 @@ class BroadcastConfig(Section):
     progress_every_s: PositiveFloat = 5.0  # how often the admin's progress message is edited
 
 
+class OrdersConfig(Section):
+    # An album's photos come as separate updates: it is answered once the chat is quiet this long.
+    album_settle_s: PositiveFloat = 1.5
+    # The live status message: at most one edit per message per this many seconds.
+    status_edit_interval_s: PositiveFloat = 5.0
+    # How often open orders are looked at (a job's state change also wakes the status at once).
+    status_tick_s: PositiveFloat = 1.0
+
+
 class Config(Section):
     path: Path  # the file itself (set by load_config)
     telegram: TelegramConfig = TelegramConfig()
@@ -394,6 +403,7 @@ class Config(Section):
     formats: FormatsConfig = FormatsConfig()
     payments: PaymentsConfig = PaymentsConfig()
     referrals: ReferralsConfig = ReferralsConfig()
+    orders: OrdersConfig = OrdersConfig()
 
     @model_validator(mode="before")
     @classmethod

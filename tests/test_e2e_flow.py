@@ -15,7 +15,7 @@ async def test_start_shows_menu_balance_and_welcome_once(harness: Harness) -> No
     await user.send_text("/start")
     menu = await user.wait_for_message(lambda m: "Баланс" in m.text)
     assert "30" in menu.text
-    assert menu.buttons == [["🎬 Создать видео"], ["💰 Баланс", "💳 Пополнить"], ["📂 Мои видео", "👤 Кабинет"], ["🆘 Поддержка"]]
+    assert menu.buttons == [["🎬 Создать видео"], ["💰 Баланс", "💳 Пополнить"], ["📂 Мои видео", "👤 Кабинет"], ["📦 Мои заказы", "🆘 Поддержка"]]
     assert any("подарок" in m.text for m in user.messages)
     cursor = user.cursor()
     await user.send_text("/start")

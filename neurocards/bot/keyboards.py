@@ -31,7 +31,7 @@ class QuantityCb(CallbackData, prefix="q"):
 
 
 class ConfirmCb(CallbackData, prefix="c"):
-    action: str  # launch | edit | cancel
+    action: str  # launch | edit | cancel | drop (the last product of an order)
     nonce: str
 
 
@@ -73,8 +73,9 @@ def main_menu() -> InlineKeyboardMarkup:
     kb.button(text=texts.BTN_TOPUP, callback_data=PayCb(action="list"))
     kb.button(text=texts.BTN_MY_VIDEOS, callback_data=VideosCb(page=0))
     kb.button(text=texts.BTN_CABINET, callback_data=ProfileCb(action="cabinet"))
+    kb.button(text=texts.BTN_ORDERS, callback_data=OrderCb(action="list"))
     kb.button(text=texts.BTN_SUPPORT, callback_data=MenuCb(action="support"))
-    kb.adjust(1, 2, 2, 1)
+    kb.adjust(1, 2, 2, 2)
     return kb.as_markup()
 
 
@@ -183,11 +184,6 @@ class ReplayCb(CallbackData, prefix="vr"):
     job_id: int
 
 
-@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
-def topup_and_menu() -> InlineKeyboardMarkup:
-    return _column((texts.BTN_TOPUP, PayCb(action="list")), _HOME)
-
-
 def packs(items: tuple[CreditPack, ...]) -> InlineKeyboardMarkup:
     kb = InlineKeyboardBuilder()
     for pack in items:
@@ -239,9 +235,59 @@ def no_videos() -> InlineKeyboardMarkup:
     return after_payment()
 
 
+# ---- the statement ----------------------------------------------------------------
+class StatementCb(CallbackData, prefix="st"):
+    action: str  # show | csv
+
+
 @functools.cache  # static keyboard: build it once (the builder deep-copies every button)
 def balance_screen() -> InlineKeyboardMarkup:
-    return _column((texts.BTN_TOPUP, PayCb(action="list")), (texts.BTN_PROMO, MenuCb(action="promo")), _HOME)
+    return _column((texts.BTN_TOPUP, PayCb(action="list")), (texts.BTN_STATEMENT, StatementCb(action="show")),
+                   (texts.BTN_PROMO, MenuCb(action="promo")), _HOME)
+
+
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
+def statement() -> InlineKeyboardMarkup:
+    return _column((texts.BTN_STATEMENT_CSV, StatementCb(action="csv")),
+                   (texts.BTN_BALANCE, MenuCb(action="balance")), _HOME)
+
+
+# ---- orders of many products ------------------------------------------------------
+class AlbumCb(CallbackData, prefix="al"):
+    action: str  # one (one description for all) | replace | add
+
+
+class OrderCb(CallbackData, prefix="o"):
+    action: str  # list | zip
+    order_id: int = 0
+
+
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
+def ask_product_description() -> InlineKeyboardMarkup:
+    return _column((texts.BTN_ONE_DESCRIPTION, AlbumCb(action="one")), _CANCEL)
+
+
+@functools.cache  # static keyboard: build it once (the builder deep-copies every button)
+def replace_or_add() -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_REPLACE_ALBUM, callback_data=AlbumCb(action="replace"))
+    kb.button(text=texts.BTN_ADD_ALBUM, callback_data=AlbumCb(action="add"))
+    kb.button(text=texts.BTN_CANCEL, callback_data=MenuCb(action="home"))
+    kb.adjust(2, 1)
+    return kb.as_markup()
+
+
+def order_not_enough(nonce: str, products: int) -> InlineKeyboardMarkup:
+    buttons = [(texts.BTN_TOPUP, PayCb(action="list"))]
+    if products > 1:
+        buttons.append((texts.BTN_REMOVE_PRODUCT, ConfirmCb(action="drop", nonce=nonce)))
+    return _column(*buttons, (texts.BTN_EDIT, ConfirmCb(action="edit", nonce=nonce)), _HOME)
+
+
+def order_summary(order_id: int, with_zip: bool) -> InlineKeyboardMarkup:
+    if with_zip:
+        return _column((texts.BTN_ZIP, OrderCb(action="zip", order_id=order_id)), _HOME)
+    return menu_only()
 
 
 # ---- broadcasts ---------------------------------------------------------------

@@ -56,6 +56,8 @@ class ThrottlingMiddleware(BaseMiddleware):
         self.burst = burst
         self.max_users = max_users
         self._buckets: OrderedDict[int, tuple[float, float]] = OrderedDict()
+        # An album is one action that arrives as one update per photo: its first photo pays for it.
+        self._albums: OrderedDict[str, None] = OrderedDict()
 
     def _allow(self, user_id: int) -> bool:
         now = time.monotonic()
@@ -71,7 +73,14 @@ class ThrottlingMiddleware(BaseMiddleware):
         tg_user: TelegramUser | None = data.get("event_from_user")
         # A successful payment is never dropped: the Stars are already taken.
         paid = isinstance(event, Message) and event.successful_payment is not None
+        album = event.media_group_id if isinstance(event, Message) else None
+        if album is not None and album in self._albums:
+            return await handler(event, data)
         if tg_user is None or paid or self._allow(tg_user.id):
+            if album is not None:
+                self._albums[album] = None
+                if len(self._albums) > self.max_users:
+                    self._albums.popitem(last=False)
             return await handler(event, data)
         if isinstance(event, CallbackQuery):
             await event.answer(texts.TOO_FAST)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiogram import Bot
@@ -27,13 +27,18 @@ from neurocards.store.jobs import Job
 
 log = logging.getLogger("neurocards.delivery")
 
+CaptionSource = Callable[[int], Awaitable[tuple[str, int, int] | None]]
+
 
 class TelegramNotifier:
     def __init__(self, bot: Bot, *, admin_ids: tuple[int, ...], support_username: str,
-                 max_upload_bytes: int, balance_view: Callable[[int], BalanceView] | None = None) -> None:
+                 max_upload_bytes: int, balance_view: Callable[[int], BalanceView] | None = None,
+                 caption_of: CaptionSource | None = None) -> None:
         self.bot = bot
         # How a balance compares with the price of one video now (low-balance line, top-up button).
         self.balance_view = balance_view or (lambda balance: BalanceView(balance, price=0, low_videos=0))
+        # (product description, place in the order, videos in the order) for a job's caption.
+        self.caption_of = caption_of
         self.admin_ids = admin_ids
         self.support_username = support_username
         self.max_upload_bytes = max_upload_bytes
@@ -48,9 +53,14 @@ class TelegramNotifier:
             video = FSInputFile(path, filename=f"neurocards_{job.id}.mp4")
         else:
             raise DeliveryError(DeliveryErrorKind.REJECTED, "nothing to send")
+        caption = self._ready_caption(job, balance, simple)
+        if self.caption_of is not None and job.order_id is not None:
+            info = await self.caption_of(job.id)
+            if info is not None:  # which product, which place in the order, then the usual lines
+                caption = texts.video_order_line(*info) + "\n" + caption
         try:
             message = await self.bot.send_video(
-                job.chat_id, video, caption=self._ready_caption(job, balance, simple),
+                job.chat_id, video, caption=caption,
                 reply_markup=keyboards.video_result(job.product_id), supports_streaming=True,
                 request_timeout=math.ceil(timeout_s) if timeout_s else None)
         except TelegramRetryAfter as exc:

@@ -25,6 +25,8 @@ from aiogram.methods.base import TelegramType
 from aiolimiter import AsyncLimiter
 
 PACED_PREFIXES = ("send", "copy", "forward")
+# Status edits use the global limiter only while at least this share of it is free.
+SPARE_SHARE = 0.5
 
 _background: ContextVar[bool] = ContextVar("neurocards_background_send", default=False)
 
@@ -96,6 +98,23 @@ class TelegramPacing(BaseRequestMiddleware):
         if self.total is not None:
             await self.total.acquire()
         return await make_request(bot, method)
+
+    async def acquire_spare(self, chat_id: Any) -> bool:
+        """Take one send for something that can wait (a status edit) only while the limiters have
+        room to spare, so it never makes a video or a reply wait; False: try again later."""
+        if self._foreground_waiting:
+            return False
+        chat = self._chat_limiter(chat_id) if self.per_chat_burst > 0 else None
+        if chat is not None and not chat.has_capacity(min(2, self.per_chat_burst)):
+            return False
+        if self.total is not None and not self.total.has_capacity(max(1.0, self.total.max_rate * SPARE_SHARE)):
+            return False
+        # Both have capacity: neither acquire waits.
+        if chat is not None:
+            await chat.acquire()
+        if self.total is not None:
+            await self.total.acquire()
+        return True
 
     async def _with_flood_retry(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
                                 method: TelegramMethod[TelegramType]) -> Any:

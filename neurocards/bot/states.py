@@ -19,3 +19,8 @@ class BroadcastDraft(StatesGroup):
     message = State()
     button = State()
     confirm = State()
+
+
+class OrderAlbum(StatesGroup):
+    description = State()  # one photo of the album after another without a caption
+    replace_or_add = State()  # a second album came while the first was still in the dialogue

@@ -646,3 +646,216 @@ def broadcast_progress(broadcast_id: int, c: BroadcastCounts, eta_s: float | Non
     if final is None:
         lines.append(f"Осталось времени: {_eta(eta_s)}")
     return "\n".join(lines)
+
+
+# ---- the statement (every credit movement) -----------------------------------
+BTN_STATEMENT = "📄 Выписка"
+BTN_STATEMENT_CSV = "📥 Скачать CSV"
+STATEMENT_NOTHING = "Движений по балансу пока не было."
+STATEMENT_EMPTY = f"📄 <b>Выписка</b>\n\n{STATEMENT_NOTHING}"
+STATEMENT_CSV_CAPTION = "📄 Вся история вашего баланса (CSV: открывается в Excel и Google Таблицах)."
+STATEMENT_CSV_HEADER = ("дата", "вид", "сумма", "баланс после", "заказ", "задача", "платёж", "описание")
+
+# Why a job's credits came back, by failure class (the refund row's note).
+REFUND_REASONS = {
+    "user_violation": "сервис отклонил фото по правилам",
+    "temporary": "видео не получилось после нескольких попыток",
+    "unknown": "видео не получилось после нескольких попыток",
+    "rate_limit": "сервис генерации перегружен",
+    "billing": "техническая проблема сервиса",
+    "our_bug": "техническая проблема",
+    "timeout": "генерация заняла слишком много времени",
+    "photo_gone": "фото товара больше недоступно",
+    "delivery": "не удалось отправить видео",
+    "cancelled": "заказ отменён",
+}
+
+
+def refund_reason(error_class: str | None) -> str:
+    return REFUND_REASONS.get(error_class or "", "видео не получилось")
+
+
+def statement_text(kind: str, *, product: str | None = None, order_id: int | None = None,
+                   job_id: int | None = None, stars: int | None = None, note: str | None = None) -> str:
+    """One ledger row in plain words (no HTML): what moved the balance and why."""
+    if kind == "job_charge":
+        where = f"заказ {order_id}" if order_id else f"задача {job_id}"
+        return f"видео «{_short(product or '', 40)}» · {where}"
+    if kind == "job_refund":
+        return f"возврат: {refund_reason(note)}"
+    if kind == "payment":
+        return f"покупка {stars} ⭐" if stars else "покупка кредитов"
+    if kind == "payment_refund":
+        return f"возврат оплаты {stars} ⭐" if stars else "возврат оплаты"
+    if kind == "promo":
+        return f"промокод {note}" if note else "промокод"
+    return {
+        "referral": "бонус за друга",
+        "welcome": "подарок за знакомство",
+        "admin": "корректировка поддержкой",
+        "price_adjustment": "перерасчёт цены видео",
+    }.get(kind, kind)
+
+
+def statement_line(day: str, amount: int, text: str, balance_after: int) -> str:
+    sign = "+" if amount > 0 else "−"
+    return f"{escape(day)} · <b>{sign}{abs(amount)}</b> · {escape(text)} → {balance_after} кр."
+
+
+def statement_screen(lines: list[str], balance: int, total: int) -> str:
+    shown = f"последние {len(lines)} из {total}" if total > len(lines) else f"всего {total}"
+    return (f"📄 <b>Выписка</b> ({shown})\n\n" + "\n".join(lines)
+            + f"\n\n💰 Баланс: <b>{balance}</b> кр. — это сумма всех строк выписки.")
+
+
+# ---- orders of many products (albums), live status, summary ---------------------
+BTN_ONE_DESCRIPTION = "📝 Одно описание для всех"
+BTN_REPLACE_ALBUM = "🔁 Заменить"
+BTN_ADD_ALBUM = "➕ Добавить"
+BTN_ORDERS = "📦 Мои заказы"
+BTN_ZIP = "🗜 Все видео одним архивом"
+BTN_REMOVE_PRODUCT = "➖ Убрать последний товар"
+
+SKIPPED_KINDS = {"document": "файл", "video": "видео", "sticker": "стикер", "animation": "GIF",
+                 "audio": "аудио", "voice": "голосовое", "other": "не фото"}
+
+
+def plural(n: int, one: str, few: str, many: str) -> str:
+    tail = n % 100
+    if 11 <= tail <= 14:
+        return many
+    return {1: one, 2: few, 3: few, 4: few}.get(n % 10, many)
+
+
+def products_count(n: int) -> str:
+    return f"{n} {plural(n, 'товар', 'товара', 'товаров')}"
+
+
+def album_accepted(count: int, *, skipped: list[tuple[int, str]], rejected: list[tuple[int, str]],
+                   cut: list[int], cut_description: list[int], limit: int, description_limit: int) -> str:
+    """One answer for a whole album: what was taken and, by number, what was not and why."""
+    lines = [f"📦 Принял альбом: <b>{products_count(count)}</b>."]
+    if skipped:
+        items = ", ".join(f"№{n} — {SKIPPED_KINDS.get(kind, kind)}" for n, kind in skipped)
+        lines.append(f"⏭ Пропустил (нужны фото): {items}.")
+    if rejected:
+        items = ", ".join(f"№{n} — {PHOTO_SHORT_PROBLEMS.get(problem, problem)}" for n, problem in rejected)
+        lines.append(f"⚠️ Не подошли: {items}.")
+    if cut:
+        numbers = ", ".join(f"№{n}" for n in cut)
+        lines.append(f"✂️ В одном заказе до {limit} товаров — взял первые {limit}, не вошли: {numbers}.")
+    if cut_description:
+        numbers = ", ".join(f"№{n}" for n in cut_description)
+        lines.append(f"✂️ Подписи {numbers} длиннее {description_limit} символов — сократил.")
+    return "\n".join(lines)
+
+
+PHOTO_SHORT_PROBLEMS = {
+    "not_an_image": "не открывается как картинка",
+    "format": "формат не JPG/PNG/WebP",
+    "too_small": "слишком маленькое",
+    "too_large": "больше 20 МБ",
+    "download": "Telegram не отдал фото",
+}
+ALBUM_NOTHING_USABLE = ("😕 В альбоме не нашлось подходящих фото товара. Пришлите фото (JPG, PNG или WebP, "
+                        "не меньше 256 пикселей по короткой стороне).")
+
+
+def ask_product_description(number: int, total: int) -> str:
+    return (f"✍️ Опишите товар {number} из {total}: что это, цвет, материал, главное преимущество.\n"
+            "Или нажмите «📝 Одно описание для всех» — и напишите одно описание для всех оставшихся.")
+
+
+ASK_COMMON_DESCRIPTION = "✍️ Напишите одно описание — оно подойдёт для всех товаров без подписи."
+
+
+def album_while_ordering(current: int, new: int) -> str:
+    return (f"📦 У вас уже собран заказ: {products_count(current)}. Пришёл ещё альбом: {products_count(new)}.\n"
+            "Заменить заказ новым альбомом или добавить товары к нему?")
+
+
+def confirm_order(products: list[str], template_title: str, wishes: str, count: int, price: int,
+                  balance: int, aspect: str = "") -> str:
+    total = len(products) * count * price
+    shape = f"📐 Формат: {escape(aspect)}\n" if aspect else ""
+    return (
+        "📝 <b>Проверьте заказ</b>\n\n"
+        f"📦 Товары ({len(products)}):\n{_numbered(products)}\n\n"
+        f"🎨 Стиль: {escape(template_title)}\n"
+        f"{shape}"
+        f"💬 Пожелания: {escape(wishes) if wishes else 'нет'}\n"
+        f"🔢 Видео на товар: {count}\n\n"
+        f"💳 Стоимость: {len(products)} × {count} × {price} = <b>{total}</b> кр.\n"
+        f"💰 Баланс после запуска: {balance - total} кр."
+    )
+
+
+def _numbered(products: list[str]) -> str:
+    return "\n".join(f"{n}. {escape(_short(p, 50))}" for n, p in enumerate(products, start=1))
+
+
+def order_not_enough(cost: int, balance: int, products: list[str]) -> str:
+    drop = "\nМожно убрать товары из заказа и подтвердить снова." if len(products) > 1 else ""
+    return (
+        "😔 <b>Не хватает кредитов на весь заказ</b> — ничего не списано.\n\n"
+        f"📦 Товары ({len(products)}):\n{_numbered(products)}\n\n"
+        f"Стоимость: {cost} кр., ваш баланс: {balance} кр.\n"
+        f"Не хватает: <b>{cost - balance}</b> кр.\n\n"
+        f"Пополните баланс или выберите меньше видео.{drop}"
+    )
+
+
+def order_accepted(jobs: int, products: int, balance: int) -> str:
+    what = f"{jobs} видео" if products == 1 else f"{jobs} видео по {products_count(products)}"
+    return (f"⏳ Принял! Генерация запущена: {what}. Баланс: {balance} кр.\n\n"
+            "Ход заказа — в сообщении ниже, оно обновляется само. Можно пока отправить новое фото.")
+
+
+def video_order_line(product: str, pos: int, total: int) -> str:
+    """The first line of a video's caption: which product, which place in the order."""
+    return f"📦 {escape(_short(product, 60))} · {pos}/{total}"
+
+
+STATUS_LINES = {
+    "waiting": "⏳ в очереди: {place}-й",
+    "waiting_retry": "⏳ ждёт повтора",
+    "starting": "⏳ запускается",
+    "generating": "🎬 создаётся, попытка {attempt} из {attempts}, {elapsed}",
+    "downloading": "📥 скачивается",
+    "sending": "📤 отправляется",
+    "done": "✅ готово",
+    "refunded": "↩️ {refund} кр. вернули: {reason}",
+}
+
+
+def status_line(pos: int, total: int, product: str, state: str, **values: object) -> str:
+    return f"{pos}/{total} {escape(_short(product, 32))} — {escape(STATUS_LINES[state].format(**values))}"
+
+
+def order_status(order_id: int, lines: list[str], done: int, total: int, eta_minutes: int | None) -> str:
+    if eta_minutes is None:
+        eta = "✅ Заказ завершён."
+    else:
+        eta = f"🕐 Готово {done} из {total}. Всё будет готово примерно через {eta_minutes} мин."
+    return f"📦 <b>Заказ {order_id}</b>\n\n" + "\n".join(lines) + f"\n\n{eta}"
+
+
+def order_summary(order_id: int, done: int, total: int, refunded_jobs: int, refunded_credits: int,
+                  reasons: list[str], balance: int) -> str:
+    text = f"🏁 <b>Заказ {order_id}</b>: готово {done} из {total}"
+    if refunded_jobs:
+        why = "; ".join(dict.fromkeys(reasons))
+        text += (f", за {refunded_jobs} вернули {refunded_credits} "
+                 f"{plural(refunded_credits, 'кредит', 'кредита', 'кредитов')} ({escape(why)})")
+    return text + f".\n💰 Баланс: {balance} кр."
+
+
+def zip_too_large(size_mb: float, limit_mb: int) -> str:
+    return (f"🗜 Архив получился бы {size_mb:.0f} МБ, а Telegram принимает от ботов файлы до {limit_mb} МБ. "
+            "Все видео заказа — выше в чате, их можно сохранить по одному.")
+
+
+ZIP_NOTHING = "В этом заказе нет готовых видео."
+ZIP_UNAVAILABLE = "😕 Не удалось собрать архив: Telegram не отдал одно из видео. Все видео — выше в чате."
+ZIP_CAPTION = "🗜 Все видео заказа одним архивом."
+NO_OPEN_ORDERS = "📦 Сейчас у вас нет заказов в работе. Готовые видео — в «📂 Мои видео»."

@@ -24,6 +24,7 @@ from neurocards.store.jobs import JobStore
 from neurocards.store.payments import PaymentStore
 from neurocards.store.promo import PromoStore
 from neurocards.store.referrals import ReferralStore
+from neurocards.store.statement import StatementStore
 from neurocards.store.users import ProductStore, UserStore
 
 
@@ -46,9 +47,12 @@ class Services:
     payments: Payments
     promos: Promos
     broadcasts: BroadcastStore
+    statement: StatementStore
     key_states: Callable[[], list[dict]] | None = None
     # Delivers confirmed broadcasts; set by the application once the Bot exists.
     broadcaster: BroadcastLauncher | None = None
+    # Called with the id of each new order (its live status message is posted at once).
+    on_new_order: Callable[[int], None] | None = None
 
 
 def build_services(config: Config, db: Database, chain: ProviderChain, templates: TemplateCatalog, *,
@@ -64,4 +68,5 @@ def build_services(config: Config, db: Database, chain: ProviderChain, templates
         orders=Orders(config, jobs, templates, chain, on_new_jobs=on_new_jobs, metrics=metrics),
         activity=activity, history=HistoryStore(db), referrals=referrals,
         payments=Payments(config, PaymentStore(db), users, referrals, activity),
-        promos=Promos(PromoStore(db)), broadcasts=BroadcastStore(db), key_states=key_states)
+        promos=Promos(PromoStore(db)), broadcasts=BroadcastStore(db), statement=StatementStore(db),
+        key_states=key_states)

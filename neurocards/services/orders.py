@@ -11,9 +11,11 @@ from neurocards.config import Config
 from neurocards.jobs.chain import ProviderChain
 from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics
-from neurocards.store.jobs import JobStore, NewJobs
+from neurocards.store.jobs import JobStore
+from neurocards.store.orders import NewOrder, OrderStore
 
 QUANTITIES = (1, 2, 3, 5)
+MAX_PRODUCTS = 10  # an album holds at most 10 photos
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Orders:
         self.config = config
         self.metrics = metrics
         self.jobs = jobs
+        self.orders = OrderStore(jobs.db)
         self.templates = templates
         self.chain = chain
         self._on_new_jobs = on_new_jobs
@@ -80,22 +83,25 @@ class Orders:
         return BalanceView(balance=balance, price=self.chain.choose().cost,
                            low_videos=self.config.credits.low_balance_videos)
 
-    async def launch(self, *, user_id: int, chat_id: int, product_id: int, template_id: str, wishes: str,
-                     count: int, request_key: str, aspect: str | None = None) -> NewJobs:
-        """Create and charge `count` jobs; raises InsufficientCredits, DuplicateRequest or LimitReached."""
+    async def launch(self, *, user_id: int, chat_id: int, product_ids: list[int], template_id: str, wishes: str,
+                     count: int, request_key: str, aspect: str | None = None) -> NewOrder:
+        """One order: `count` videos of each product, all charged in one transaction.
+
+        Raises InsufficientCredits (nothing charged), DuplicateRequest or LimitReached."""
         if count not in QUANTITIES:
             raise ValueError(f"quantity {count} not offered")
+        if not 1 <= len(product_ids) <= MAX_PRODUCTS:
+            raise ValueError(f"{len(product_ids)} products in one order")
         template = self.templates.get(template_id)
         if template is None:
             raise KeyError(template_id)
-        await self.check_limits(user_id, count)
+        await self.check_limits(user_id, count * len(product_ids))
         entry = self.chain.choose()
         price = self.chain.price(entry, aspect)
-        created = await self.jobs.create_charged(
-            user_id=user_id, chat_id=chat_id, product_id=product_id, request_key=request_key,
-            template=template_id, wishes=wishes, provider=entry.name,
-            model=self.chain.model_for(entry, template.model), count=count, cost_each=price,
-            aspect_ratio=aspect,
+        created = await self.orders.create_charged(
+            user_id=user_id, chat_id=chat_id, request_key=request_key, product_ids=product_ids,
+            per_product=count, template=template_id, wishes=wishes, provider=entry.name,
+            model=self.chain.model_for(entry, template.model), cost_each=price, aspect_ratio=aspect,
         )
         if self.metrics is not None:
             self.metrics.credits_charged(price * len(created.job_ids))
@@ -107,12 +113,12 @@ class Orders:
         limits = self.config.limits
         now = time.time()
         day_start = now - now % 86400
-        recent, open_jobs, last = await self.jobs.user_activity(user_id, day_start)
+        recent, _, last = await self.jobs.user_activity(user_id, day_start)
         if limits.min_seconds_between_orders and last is not None \
                 and now - last < limits.min_seconds_between_orders:
             raise LimitReached("too_soon", limits.min_seconds_between_orders,
                                math.ceil(limits.min_seconds_between_orders - (now - last)))
         if limits.videos_per_day and recent + count > limits.videos_per_day:
             raise LimitReached("per_day", limits.videos_per_day, math.ceil(day_start + 86400 - now))
-        if limits.max_jobs_in_flight and open_jobs + count > limits.max_jobs_in_flight:
-            raise LimitReached("in_flight", limits.max_jobs_in_flight, 0)
+        # limits.max_jobs_in_flight is not a reason to refuse: the engine runs that many of a
+        # user's jobs at once and the rest of the order waits in the queue (JobStore.per_user_running).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -71,6 +72,8 @@ class Job:
     send_unsure: int = 0
     delivery_failing_since: float | None = None
     delivery_notified: bool = False
+    order_id: int | None = None
+    order_pos: int | None = None  # 1-based place in the order
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -116,12 +119,36 @@ def _sql_value(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
 
 
-_UPDATABLE = {f.name for f in fields(Job)} - {"id", "user_id", "chat_id", "product_id", "request_key", "created_at"}
+_UPDATABLE = {f.name for f in fields(Job)} - {"id", "user_id", "chat_id", "product_id", "request_key", "created_at",
+                                              "order_id", "order_pos"}
+
+
+# Runnable jobs in the engine's order, each user's numbered; a user's job is taken only while the
+# user's claimed jobs plus its number stay within the cap.
+_CLAIM_PER_USER = """
+UPDATE jobs SET claimed = 1 WHERE id IN (
+    SELECT id FROM (
+        SELECT j.id, j.run_after,
+               ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.run_after, j.id) AS n,
+               (SELECT COUNT(*) FROM jobs r WHERE r.user_id = j.user_id AND r.claimed = 1
+                AND r.state NOT IN ('done', 'failed')) AS running
+        FROM jobs j WHERE j.claimed = 0 AND j.state NOT IN ('done', 'failed') AND j.run_after <= ?)
+    WHERE running + n <= ? ORDER BY run_after, id LIMIT ?)
+RETURNING *
+"""
 
 
 class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Told the job after each change of its state (e.g. to refresh its order's live status).
+        self.on_change: Callable[[Job], None] | None = None
+        # At most this many jobs of one user are worked on at once (limits.max_jobs_in_flight; 0: no cap).
+        self.per_user_running = 0
+
+    def _changed(self, job: Job) -> None:
+        if self.on_change is not None:
+            self.on_change(job)
 
     async def create_charged(
         self,
@@ -184,12 +211,15 @@ class JobStore:
             return []
         now = time.time() if now is None else now
         async with self.db.transaction() as conn:
-            rows = await (await conn.execute(
-                "UPDATE jobs SET claimed = 1 WHERE id IN ("
-                " SELECT id FROM jobs WHERE claimed = 0 AND state NOT IN ('done', 'failed')"
-                " AND run_after <= ? ORDER BY run_after, id LIMIT ?) RETURNING *",
-                (now, limit),
-            )).fetchall()
+            if self.per_user_running <= 0:
+                rows = await (await conn.execute(
+                    "UPDATE jobs SET claimed = 1 WHERE id IN ("
+                    " SELECT id FROM jobs WHERE claimed = 0 AND state NOT IN ('done', 'failed')"
+                    " AND run_after <= ? ORDER BY run_after, id LIMIT ?) RETURNING *",
+                    (now, limit),
+                )).fetchall()
+            else:  # a user's jobs past the cap wait their turn (an order is never refused for it)
+                rows = await (await conn.execute(_CLAIM_PER_USER, (now, self.per_user_running, limit))).fetchall()
         jobs = [Job.from_row(r) for r in rows]
         jobs.sort(key=lambda j: (j.run_after, j.id))
         return jobs
@@ -232,7 +262,10 @@ class JobStore:
                     "INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, ?, ?)",
                     (job_id, now, row["state"], event),
                 )
-        return Job.from_row(row)
+        job = Job.from_row(row)
+        if "state" in changes or "attempts" in changes:
+            self._changed(job)
+        return job
 
     async def fail_and_refund(self, job_id: int, *, error_class: str, error_text: str,
                               only_in: tuple[JobState, ...] | None = None) -> tuple[Job, bool]:
@@ -269,7 +302,9 @@ class JobStore:
                     "INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, 'failed', ?)",
                     (job_id, now, f"{error_class}: {error_text[:500]}" + (" (refunded)" if refunded else "")),
                 )
-        return Job.from_row(row), refunded
+        job = Job.from_row(row)
+        self._changed(job)
+        return job, refunded
 
     async def average_duration_s(self, window: int = 50) -> float | None:
         """Mean time from start to delivery of the last `window` delivered jobs (for ETAs)."""

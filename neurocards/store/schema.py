@@ -502,4 +502,41 @@ MIGRATIONS: list[str] = [
         SELECT COALESCE(SUM(delta), 0) FROM credit_ledger WHERE user_id = NEW.id)
     BEGIN SELECT RAISE(ABORT, 'users.balance changes only through the ledger'); END;
     """,
+    # 11: orders of many products (one per confirmation), their live status message, albums being collected
+    """
+    CREATE TABLE orders (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id            INTEGER NOT NULL REFERENCES users(id),
+        chat_id            INTEGER NOT NULL,
+        request_key        TEXT NOT NULL UNIQUE,   -- one confirmation screen makes at most one order
+        products           INTEGER NOT NULL,
+        jobs_total         INTEGER NOT NULL,
+        status_message_id  INTEGER,                -- the one message edited in place as the jobs move
+        status_text        TEXT,                   -- what it shows now: an unchanged status is not sent again
+        status_edited_at   REAL,
+        summary_sent_at    REAL,                   -- set before the summary is sent: never twice
+        created_at         REAL NOT NULL
+    );
+    CREATE INDEX orders_user ON orders(user_id, id);
+    CREATE INDEX orders_open ON orders(id) WHERE summary_sent_at IS NULL;
+    ALTER TABLE jobs ADD COLUMN order_id INTEGER REFERENCES orders(id);
+    ALTER TABLE jobs ADD COLUMN order_pos INTEGER;   -- 1-based place of the job in its order
+    CREATE INDEX jobs_order ON jobs(order_id, order_pos) WHERE order_id IS NOT NULL;
+    -- A user's jobs being worked on, counted against limits.max_jobs_in_flight at each claim.
+    CREATE INDEX jobs_user_claimed ON jobs(user_id) WHERE claimed = 1 AND state NOT IN ('done', 'failed');
+
+    -- Photos of albums still arriving (Telegram sends one update per photo); settled into products.
+    CREATE TABLE album_items (
+        chat_id         INTEGER NOT NULL,
+        message_id      INTEGER NOT NULL,
+        user_id         INTEGER NOT NULL,
+        media_group_id  TEXT NOT NULL,
+        kind            TEXT NOT NULL,     -- photo | image | document | video | sticker | other
+        file_id         TEXT,
+        file_size       INTEGER,
+        caption         TEXT,
+        received_at     REAL NOT NULL,
+        PRIMARY KEY (chat_id, message_id)
+    );
+    """,
 ]

@@ -57,6 +57,16 @@ class Payment:
     message: dict[str, Any] | None  # the successful_payment message pushed to the bot
 
 
+@dataclass(frozen=True)
+class AlbumPart:
+    """One item of an album: a photo, or a "video" / "document" (``file_name`` sets its type)."""
+
+    data: bytes
+    caption: str | None = None
+    kind: str = "photo"
+    file_name: str = "file.jpg"
+
+
 class FakeUser:
     """A Telegram user in a private chat with the bot (chat id == user id)."""
 
@@ -177,6 +187,32 @@ class FakeUser:
         record = self._state.store_file("animation", data, meta, "mp4")
         raw: dict[str, Any] = {"animation": record.as_media(), "document": record.as_media()}
         return self._push_message(raw, kind="animation", media=data, file_id=record.file_id)
+    async def send_album(self, items: list[AlbumPart], *, media_group_id: str | None = None) -> str:
+        """Send an album the way Telegram delivers one: one message update per item, all sharing a
+        ``media_group_id``. Pass the id returned by an earlier call to send more parts of the same
+        album later (e.g. after the bot took the first parts in another getUpdates answer)."""
+        if not 1 <= len(items) <= 10:
+            raise ValueError("an album holds 1 to 10 items")
+        group = media_group_id or str(10**17 + self._state.new_id())
+        for item in items:
+            raw: dict[str, Any] = {"media_group_id": group}
+            if item.kind == "photo":
+                sizes = store_photo(self._state, item.data)
+                raw["photo"] = [r.as_media() for r in sizes]
+                stored: dict[str, Any] = {"kind": "photo", "file_id": sizes[-1].file_id}
+            else:
+                meta: dict[str, Any] = {"file_name": item.file_name,
+                                        "mime_type": mimetypes.guess_type(item.file_name)[0] or "video/mp4"}
+                if item.kind == "video":
+                    meta.update({"width": 720, "height": 1280, "duration": 8})
+                ext = item.file_name.rsplit(".", 1)[-1]
+                record = self._state.store_file(item.kind, item.data, meta, ext)
+                raw[item.kind] = record.as_media()
+                stored = {"kind": item.kind, "file_id": record.file_id}
+            if item.caption:
+                raw["caption"] = item.caption
+            self._push_message(raw, media=item.data, **stored)
+        return group
 
     async def click(self, message: MessageRef | None, button_text: str) -> str:
         """Press an inline callback button (text equal to, or else starting with,

@@ -1,4 +1,7 @@
-"""The creation dialogue: photo → description → template → format → wishes → quantity → confirm."""
+"""The creation dialogue: photo → description → template → format → wishes → quantity → confirm.
+
+From the style on, the dialogue works on a list of products (`product_ids`): one photo, or an album
+(bot/handlers/albums.py) — one style, format, wishes and quantity for all, one order, one charge."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
 
 from neurocards.bot import keyboards, texts
+from neurocards.bot.handlers.albums import dialogue_products
 from neurocards.bot.handlers.common import show
 from neurocards.bot.handlers.format_step import ask_format, register_flow
 from neurocards.bot.keyboards import AgainCb, ConfirmCb, QuantityCb, TemplateCb, WishesCb
@@ -21,7 +25,7 @@ from neurocards.services import Services
 from neurocards.services.orders import QUANTITIES, LimitReached
 from neurocards.services.products import MAX_DESCRIPTION_CHARS, PhotoRejected, save_product_photo
 from neurocards.store.jobs import DuplicateRequest, InsufficientCredits
-from neurocards.store.users import User
+from neurocards.store.users import Product, User
 
 log = logging.getLogger("neurocards.bot")
 
@@ -97,16 +101,27 @@ async def again(query: CallbackQuery, callback_data: AgainCb, state: FSMContext,
                                    reply_markup=keyboards.templates(product.id, svc.templates.ordered))
 
 
+async def _order_products(svc: Services, user: User, product_ids: list[int]) -> list[Product] | None:
+    """The order's products, or None if one is gone, someone else's or not described."""
+    products = [await svc.products.get(p) for p in product_ids]
+    if not products or any(p is None or p.user_id != user.id or not p.description for p in products):
+        return None
+    return products  # type: ignore[return-value]
+
+
 async def chose_template(query: CallbackQuery, callback_data: TemplateCb, state: FSMContext,
                          svc: Services, user: User) -> None:
-    product = await svc.products.get(callback_data.product_id)
     template = svc.templates.get(callback_data.template)
-    if product is None or product.user_id != user.id or template is None or not product.description:
+    product_ids = dialogue_products(await state.get_state(), await state.get_data())
+    if callback_data.product_id not in product_ids:  # a style button of an older product: that product alone
+        product_ids = [callback_data.product_id]
+    if template is None or await _order_products(svc, user, product_ids) is None:
         await query.answer(texts.SESSION_EXPIRED, show_alert=True)
         return
     await query.answer()
     await state.set_state(CreateVideo.format)
-    await state.update_data(product_id=product.id, template=template.id, wishes="", aspect=None)
+    await state.update_data(product_id=product_ids[0], product_ids=product_ids, template=template.id, wishes="",
+                            aspect=None)
     await ask_format(query, state, svc, flow=FLOW, default=template.aspect_ratio)
 
 
@@ -143,23 +158,40 @@ async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, state:
     if callback_data.count not in QUANTITIES:
         await query.answer(texts.SESSION_EXPIRED, show_alert=True)
         return
-    data = await state.get_data()
-    product = await svc.products.get(int(data["product_id"]))
-    template = svc.templates.get(str(data.get("template")))
-    if product is None or template is None:
-        await query.answer(texts.SESSION_EXPIRED, show_alert=True)
-        return
     await query.answer()
+    await state.update_data(count=callback_data.count)
+    await _show_confirmation(query, state, svc, user)
+
+
+async def _show_confirmation(query: CallbackQuery, state: FSMContext, svc: Services, user: User) -> None:
+    """The order with its total and the balance after; a fresh nonce makes this screen launchable once."""
+    data = await state.get_data()
+    products = await _order_products(svc, user, dialogue_products(await state.get_state(), data))
+    template = svc.templates.get(str(data.get("template")))
+    if products is None or template is None:
+        await show(query, texts.SESSION_EXPIRED, keyboards.menu_only())
+        return
+    count = int(data["count"])
     nonce = secrets.token_hex(6)
     await state.set_state(CreateVideo.confirm)
-    await state.update_data(count=callback_data.count, nonce=nonce)
+    await state.update_data(nonce=nonce)
     aspect = data.get("aspect")
-    quote = svc.orders.quote(callback_data.count, await svc.users.balance(user.id), aspect)
+    quote = svc.orders.quote(count * len(products), await svc.users.balance(user.id), aspect)
     if not quote.affordable:
-        await show(query, texts.not_enough_credits(quote.cost, quote.balance), keyboards.not_enough(nonce))
+        if len(products) == 1:
+            await show(query, texts.not_enough_credits(quote.cost, quote.balance), keyboards.not_enough(nonce))
+        else:
+            await show(query, texts.order_not_enough(quote.cost, quote.balance,
+                                                     [p.description or "" for p in products]),
+                       keyboards.order_not_enough(nonce, len(products)))
         return
-    text = texts.confirm(product.description or "", template.title, data.get("wishes", ""),
-                         quote.count, quote.cost, quote.balance, aspect or template.aspect_ratio)
+    if len(products) == 1:
+        text = texts.confirm(products[0].description or "", template.title, data.get("wishes", ""),
+                             quote.count, quote.cost, quote.balance, aspect or template.aspect_ratio)
+    else:
+        text = texts.confirm_order([p.description or "" for p in products], template.title,
+                                   data.get("wishes", ""), count, quote.cost // quote.count, quote.balance,
+                                   aspect or template.aspect_ratio)
     if quote.simple:
         text += "\n\n" + texts.simple_mode_note(quote.cheaper)
     await show(query, text, keyboards.confirm(nonce))
@@ -177,16 +209,21 @@ async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMCo
         await state.clear()
         await show(query, texts.CANCELLED, keyboards.menu_only())
         return
+    product_ids = dialogue_products(await state.get_state(), data)
     if callback_data.action == "edit":
         await query.answer()
-        product_id = int(data["product_id"])
         await state.set_state(CreateVideo.template)
-        await show(query, texts.ASK_TEMPLATE, keyboards.templates(product_id, svc.templates.ordered))
+        await show(query, texts.ASK_TEMPLATE, keyboards.templates(product_ids[0], svc.templates.ordered))
+        return
+    if callback_data.action == "drop":  # not enough credits for all: the last product leaves the order
+        await query.answer()
+        await state.update_data(product_ids=product_ids[:-1] or product_ids[:1])
+        await _show_confirmation(query, state, svc, user)
         return
     chat_id = query.message.chat.id if query.message else user.id
     try:
         created = await svc.orders.launch(
-            user_id=user.id, chat_id=chat_id, product_id=int(data["product_id"]),
+            user_id=user.id, chat_id=chat_id, product_ids=product_ids,
             template_id=str(data["template"]), wishes=str(data.get("wishes", "")),
             count=int(data["count"]), request_key=f"{user.id}:{callback_data.nonce}",
             aspect=data.get("aspect"))
@@ -196,15 +233,19 @@ async def confirmed(query: CallbackQuery, callback_data: ConfirmCb, state: FSMCo
     except LimitReached as exc:  # an alert, so the confirmation (or "accepted") screen stays as it is
         await query.answer(texts.limit_reached(exc.kind, exc.limit, exc.retry_in_s), show_alert=True)
         return
-    except InsufficientCredits as exc:
+    except InsufficientCredits:  # the balance moved since the screen was shown: nothing charged
         await query.answer()
-        await show(query, texts.not_enough_credits(exc.cost, exc.balance), keyboards.not_enough(callback_data.nonce))
+        await _show_confirmation(query, state, svc, user)
         return
     await query.answer()
     await state.clear()
-    log.info("user %d: launched jobs %s", user.id, created.job_ids)
+    log.info("user %d: order %d launched jobs %s", user.id, created.order_id, created.job_ids)
     view = svc.orders.balance_view(created.balance)
-    await show(query, texts.accepted(len(created.job_ids), view), keyboards.accepted(topup=view.short))
+    text = (texts.accepted(len(created.job_ids), view) if len(product_ids) == 1
+            else texts.order_accepted(len(created.job_ids), len(product_ids), created.balance))
+    await show(query, text, keyboards.accepted(topup=view.short))
+    if svc.on_new_order is not None:
+        svc.on_new_order(created.order_id)
 
 
 async def anything_else(message: Message) -> None:
