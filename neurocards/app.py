@@ -13,9 +13,12 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 
+from aiogram.exceptions import TelegramUnauthorizedError
+
 from neurocards.bot.albums import AlbumCollector
 from neurocards.bot.billing import announce_referral_bonus
 from neurocards.bot.broadcaster import Broadcaster
+from neurocards.bot.commands import publish_commands
 from neurocards.bot.handlers.albums import AlbumDialogue
 from neurocards.bot.notifier import TelegramNotifier
 from neurocards.bot.order_status import OrderStatusBoard
@@ -39,8 +42,10 @@ from neurocards.metrics import Metrics, OpsServer, engine_health, pool_states
 from neurocards.providers.base import VideoProvider
 from neurocards.providers.kie_callbacks import CallbackServer
 from neurocards.services import build_services
+from neurocards.startup import EXIT_CONFIG, EXIT_FAILED, TokenWatch, check_telegram
 from neurocards.store.albums import AlbumStore
 from neurocards.store.orders import OrderStore
+from neurocards.store.privacy import restrict_umask, secure_storage
 
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -54,6 +59,8 @@ class Application:
         self._stack = AsyncExitStack()
         self._polling: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self.token_rejected = False
 
     async def start(self) -> None:
         try:
@@ -64,7 +71,9 @@ class Application:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         cfg = self.config
+        restrict_umask()  # photos, videos, the database and backups: private whatever the unit's umask
         acquire_run_lock(cfg, stack)
+        secure_storage(cfg.storage.dir)
         await asyncio.to_thread(sweep_storage, cfg)
         self.db = await open_database(cfg, stack)
         self.templates = TemplateCatalog.load(cfg.generation.prompts_file)
@@ -76,6 +85,10 @@ class Application:
         self.kie = next((b for b in self.chain.backends() if b.name == "kie"), None)
         self.pacing = build_pacing(cfg)
         self.bot = build_bot(cfg, stack, network, self.pacing)
+        self.bot.session.middleware(TokenWatch(self._on_token_rejected))
+        # Before anything else talks to Telegram: a rejected token is one line and exit 78, a
+        # network that is not up yet (a VPS at boot) is waited for.
+        self.bot_username = await check_telegram(self.bot, cfg)
         self.notifier = TelegramNotifier(
             self.bot, admin_ids=cfg.telegram.admin_ids, support_username=cfg.telegram.support_username,
             max_upload_bytes=cfg.telegram.max_upload_mb * 1024 * 1024,
@@ -114,6 +127,7 @@ class Application:
                                  max_heartbeat_age_s=cfg.ops.heartbeat_max_age_s)
         self.scheduler = build_scheduler(cfg, stack, engine=self.engine, watchdog=self.watchdog,
                                          balance_watch=self.balance_watch if self.kie is not None else None)
+        await publish_commands(self.bot, cfg.telegram.admin_ids)
         self._polling = asyncio.create_task(
             self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False,
                                   polling_timeout=cfg.telegram.polling_timeout_s),
@@ -194,17 +208,31 @@ class Application:
             max_age_s=self.config.ops.heartbeat_max_age_s,
             in_flight=self.engine.in_flight)
 
-    async def run_until_signal(self) -> None:
+    def _on_token_rejected(self) -> None:
+        if not self.token_rejected:
+            log.error("telegram rejected the bot token (401 Unauthorized) while running: stopping")
+        self.token_rejected = True
+        self._stop_requested.set()
+
+    async def run_until_signal(self) -> int:
+        """Run until SIGTERM/SIGINT (exit code 0) or until polling dies for good (non-zero, so
+        systemd's Restart=on-failure sees it; 78 for a revoked token, which it does not restart)."""
         await self.start()
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, self._stop_requested.set)
         polling = self._polling
         assert polling is not None
-        waiter = asyncio.create_task(stop.wait())
+        waiter = asyncio.create_task(self._stop_requested.wait())
         await asyncio.wait({waiter, polling}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
+        code = EXIT_CONFIG if self.token_rejected else 0
+        if polling.done() and not self._stop_requested.is_set():
+            problem = polling.exception() if not polling.cancelled() else None
+            log.error("polling stopped for good (%s): exiting with an error so systemd restarts the bot",
+                      type(problem).__name__ if problem else "ended")
+            code = EXIT_CONFIG if isinstance(problem, TelegramUnauthorizedError) else EXIT_FAILED
         log.info("neurocards stopping")
         await self.stop()
+        return code

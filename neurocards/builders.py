@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +37,7 @@ from neurocards.bot.handlers import (
     profile,
     promo,
     statement,
+    support,
 )
 from neurocards.bot.middlewares import (
     ThrottlingMiddleware,
@@ -103,8 +106,8 @@ def acquire_run_lock(config: Config, stack: AsyncExitStack) -> None:
     stack.callback(lock.release)
 
 
-async def open_database(config: Config, stack: AsyncExitStack) -> Database:
-    db = await Database.open(config.storage.database)
+async def open_database(config: Config, stack: AsyncExitStack, *, create: bool = True) -> Database:
+    db = await Database.open(config.storage.database, create=create)
     stack.push_async_callback(db.close)
     return db
 
@@ -209,7 +212,8 @@ def build_dispatcher(config: Config, db: Database, services: Services) -> Dispat
     dp.include_routers(admin.make_router(tg.admin_ids), menu.make_router(),
                        payments.make_router(tg.admin_ids), profile.make_router(), promo.make_router(),
                        broadcast.make_router(tg.admin_ids), statement.make_router(), orders.make_router(),
-                       albums.make_router(), format_step.make_router(), create.make_router())
+                       albums.make_router(), format_step.make_router(), support.make_router(),
+                       create.make_router())
     return dp
 
 
@@ -240,19 +244,28 @@ def _shut_down(scheduler: AsyncIOScheduler) -> None:
 
 
 def sweep_storage(config: Config, now: float | None = None) -> int:
-    """Delete stored photos and videos older than storage.retention_days; returns files removed."""
+    """Delete stored photos and videos older than storage.retention_days; returns files removed.
+    sandbox/ (the local provider's uploads, renders and scratch, in sandbox mode or after a
+    fall-over) is swept the same way, folders and all."""
     cutoff = (now or time.time()) - config.storage.retention_days * 86400
     removed = 0
-    for folder in (config.storage.photos_dir, config.storage.outputs_dir):
+    for folder in (config.storage.photos_dir, config.storage.outputs_dir, config.storage.dir / "sandbox"):
         if not folder.is_dir():
             continue
-        for path in folder.iterdir():
-            try:
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-            except OSError:
-                continue
+        for root, dirs, files in os.walk(folder, topdown=False):
+            for name in files:
+                path = Path(root) / name
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+            for name in dirs:
+                old_folder = Path(root) / name
+                with contextlib.suppress(OSError):  # rmdir refuses a folder that is not empty
+                    if old_folder.stat().st_mtime < cutoff:
+                        old_folder.rmdir()
     if removed:
         log.info("storage sweep removed %d old files", removed)
     return removed

@@ -1,4 +1,8 @@
-"""`neurocards run|credits|statement|...` — the operator's entry point."""
+"""`neurocards run|credits|user|statement|stats|backup|restore|doctor|...` — the operator's entry point.
+
+Only `run` and `payments` talk to Telegram or KIE and need the secrets; the other commands work
+on the database alone. Every refusal is one line (a JSON object with `--json`) and a non-zero
+exit code."""
 
 from __future__ import annotations
 
@@ -6,14 +10,65 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn
 
 from neurocards.config import Config, ConfigError, load_config
 
+OFFLINE_COMMANDS = ("credits", "user", "statement", "stats", "promo", "broadcast", "backup", "restore", "doctor")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (JSON with --json), not a usage block."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        line = f"{self.prog}: {message} (see --help)"  # prog starts with "neurocards"
+        if OneLineParser.json_errors:
+            print(json.dumps({"error": line}, ensure_ascii=False))
+        else:
+            print(line, file=sys.stderr)
+        sys.exit(2)
+
+
+def _refuse(message: str, *, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps({"error": message}, ensure_ascii=False))
+    else:
+        print(f"neurocards: {message}", file=sys.stderr)
+
+
+def _number(check: Callable[[int], int]) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        from neurocards.services.credits import BadAdminInput
+
+        try:
+            return check(int(text))
+        except BadAdminInput as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _user_id(text: str) -> int:
+    from neurocards.services.credits import check_user_id
+
+    return _number(check_user_id)(text)
+
+
+def _amount(text: str) -> int:
+    from neurocards.services.credits import check_amount
+
+    return _number(check_amount)(text)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neurocards", description="Product photo → marketing video bot")
+    parser = OneLineParser(prog="neurocards", description="Product photo → marketing video bot")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the bot (long polling + generation engine)")
@@ -23,12 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     credits = sub.add_parser("credits", help="show or change a user's credits")
     credits_sub = credits.add_subparsers(dest="action", required=True)
     add = credits_sub.add_parser("add", help="add credits (a negative amount removes)")
-    add.add_argument("user_id", type=int)
-    add.add_argument("amount", type=int)
+    add.add_argument("user_id", type=_user_id)
+    add.add_argument("amount", type=_amount)
     add.add_argument("--reason", default="manual adjustment")
     add.add_argument("--config", default="config.toml")
     show = credits_sub.add_parser("show", help="show balance and recent ledger rows")
-    show.add_argument("user_id", type=int)
+    show.add_argument("user_id", type=_user_id)
     show.add_argument("--json", action="store_true")
     show.add_argument("--config", default="config.toml")
     user = sub.add_parser("user", help="look up, ban or unban a user")
@@ -36,14 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     for action, text in (("info", "profile, balance, jobs, last errors"), ("ban", "ban (queued jobs refunded)"),
                          ("unban", "lift a ban")):
         cmd = user_sub.add_parser(action, help=text)
-        cmd.add_argument("user_id", type=int)
+        cmd.add_argument("user_id", type=_user_id)
         cmd.add_argument("--json", action="store_true")
         cmd.add_argument("--config", default="config.toml")
 
     payments = sub.add_parser("payments", help="Telegram Stars payments")
     payments_sub = payments.add_subparsers(dest="action", required=True)
     refund = payments_sub.add_parser("refund", help="return the Stars of a payment and take back its credits")
-    refund.add_argument("user_id", type=int)
+    refund.add_argument("user_id", type=_user_id)
     refund.add_argument("charge_id", help="telegram_payment_charge_id")
     refund.add_argument("--config", default="config.toml")
 
@@ -80,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     bc_list.add_argument("--json", action="store_true")
     bc_list.add_argument("--config", default="config.toml")
 
+    doctor = sub.add_parser("doctor", help="check everything an operator can get wrong, one line per check")
+    doctor.add_argument("--config", default="config.toml")
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--offline", action="store_true", help="skip the checks that need the network")
+    doctor.add_argument("--env-file", help="read the secrets from this file too (the unit's EnvironmentFile)")
+    doctor.add_argument("--unit", help="the systemd unit to check (default /etc/systemd/system/neurocards.service)")
+
     stats = sub.add_parser("stats", help="today and 7 days: users, videos, failures, credits")
     stats.add_argument("--json", action="store_true")
     stats.add_argument("--config", default="config.toml")
@@ -95,7 +157,7 @@ async def _user(config: Config, args: argparse.Namespace) -> int:
     from neurocards.store.stats import user_report
     from neurocards.store.users import UserStore
 
-    db = await Database.open(config.storage.database)
+    db = await Database.open(config.storage.database, create=False)
     try:
         users = UserStore(db)
         if args.action == "ban":
@@ -109,11 +171,13 @@ async def _user(config: Config, args: argparse.Namespace) -> int:
             return 0
         report = await user_report(db, args.user_id)
         if report is None:
-            print(f"user {args.user_id} has never used the bot", file=sys.stderr)
+            _refuse(f"user {args.user_id} has never used the bot", as_json=args.json)
             return 1
         if args.json:
             print(json.dumps(asdict(report), ensure_ascii=False))
         else:
+            if not report.seen:
+                print(f"user {report.user_id} has not started the bot yet (credited or banned ahead)")
             print(f"user {report.user_id} @{report.username or '-'} {report.first_name or ''}")
             print(f"  balance {report.balance}{'  BANNED' if report.banned else ''}; referrer {report.referrer_id}")
             print(f"  jobs: {report.jobs_by_state}")
@@ -130,7 +194,7 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
     from neurocards.store.db import Database
     from neurocards.store.stats import period_stats
 
-    db = await Database.open(config.storage.database)
+    db = await Database.open(config.storage.database, create=False)
     try:
         periods = [await period_stats(db, 1), await period_stats(db, 7)]
     finally:
@@ -159,7 +223,7 @@ async def _promo(config: Config, args: argparse.Namespace) -> int:
     from neurocards.store.db import Database
     from neurocards.store.promo import PromoStore
 
-    db = await Database.open(config.storage.database)
+    db = await Database.open(config.storage.database, create=False)
     try:
         promos = Promos(PromoStore(db))
         if args.action == "create":
@@ -201,7 +265,7 @@ async def _broadcasts(config: Config, args: argparse.Namespace) -> int:
     from neurocards.store.broadcasts import BroadcastStore
     from neurocards.store.db import Database
 
-    db = await Database.open(config.storage.database)
+    db = await Database.open(config.storage.database, create=False)
     try:
         store = BroadcastStore(db)
         items = [(b, await store.counts(b.id)) for b in await store.all()]
@@ -231,7 +295,7 @@ async def _statement(config: Config, args: argparse.Namespace) -> int:
     if not config.storage.database.exists():  # a typo in the path must not answer "no history"
         print(f"error: no database at {config.storage.database}", file=sys.stderr)
         return 1
-    db = await Database.open(config.storage.database)
+    db = await Database.open(config.storage.database, create=False)
     try:
         rows = await StatementStore(db).rows(args.user_id)
         balance = await UserStore(db).balance(args.user_id)
@@ -254,13 +318,10 @@ async def _credits(config: Config, args: argparse.Namespace) -> int:
     from neurocards.store.db import Database
     from neurocards.store.users import UserStore
 
-    db = await Database.open(config.storage.database)
+    db = await Database.open(config.storage.database, create=False)
     try:
         users = UserStore(db)
         if args.action == "add":
-            if args.amount == 0:
-                print("error: amount must not be 0", file=sys.stderr)
-                return 2
             try:
                 change = await add_credits(db, users, args.user_id, args.amount, reason="admin", note=args.reason)
             except NotEnoughToRemove as exc:
@@ -275,6 +336,7 @@ async def _credits(config: Config, args: argparse.Namespace) -> int:
             print(json.dumps({
                 "user_id": args.user_id,
                 "exists": user is not None,
+                "seen": bool(user and user.seen),
                 "balance": balance,
                 "ledger_sum": await users.ledger_sum(args.user_id),
                 "banned": bool(user and user.is_banned),
@@ -282,7 +344,8 @@ async def _credits(config: Config, args: argparse.Namespace) -> int:
                             "note": r.note, "created_at": r.created_at} for r in ledger],
             }, ensure_ascii=False))
         else:
-            print(f"user {args.user_id}: balance {balance}" + ("" if user else " (never used the bot)"))
+            note = "" if user and user.seen else " (has not started the bot yet)" if user else " (never used the bot)"
+            print(f"user {args.user_id}: balance {balance}{note}")
             for r in ledger:
                 print(f"  #{r.id} {r.delta:+d} {r.reason}" + (f" job {r.job_id}" if r.job_id else "")
                       + (f" — {r.note}" if r.note else ""))
@@ -304,7 +367,7 @@ async def _payments(config: Config, args: argparse.Namespace) -> int:
     async with AsyncExitStack() as stack:
         network = build_network(config, stack)
         bot = build_bot(config, stack, network)
-        db = await open_database(config, stack)
+        db = await open_database(config, stack, create=False)
         services = build_services(config, db, build_chain(config, stack),
                                   TemplateCatalog.load(config.generation.prompts_file))
         try:
@@ -352,60 +415,118 @@ def _backup_or_restore(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_on_fastest_loop(main_coro: Coroutine[Any, Any, None]) -> None:
+def _run_on_fastest_loop(main_coro: Coroutine[Any, Any, int]) -> int:
     """uvloop where it exists (Linux, macOS): bench/ measured the same work for less CPU, and
     socket I/O and the loop itself are most of the bot's CPU under load."""
     try:
         import uvloop
     except ImportError:  # e.g. Windows: the standard loop works, only slower
-        asyncio.run(main_coro)
-        return
-    uvloop.run(main_coro)
+        return asyncio.run(main_coro)
+    return uvloop.run(main_coro)
+
+
+def _read_env_file(path: str) -> dict[str, str]:
+    """systemd's EnvironmentFile format: KEY=VALUE lines, # comments, optional quotes."""
+    from pathlib import Path
+
+    values: dict[str, str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import os
+
+    from neurocards.doctor import Check, failed, run_doctor
+
+    checks: list[Check]
+    try:
+        env = {**os.environ, **(_read_env_file(args.env_file) if args.env_file else {})}
+        config = load_config(args.config, env=env, online=False)
+    except (ConfigError, OSError) as exc:
+        detail = str(exc) if isinstance(exc, ConfigError) else f"{args.env_file}: {exc.strerror or exc}"
+        checks = [Check("config", "fail", detail, "fix the line named above, then run doctor again")]
+    else:
+        checks = asyncio.run(run_doctor(config, offline=args.offline,
+                                        unit_path=Path(args.unit) if args.unit else None))
+    if args.json:
+        print(json.dumps({"ok": not failed(checks), "checks": [c.as_dict() for c in checks]}, ensure_ascii=False))
+    else:
+        print("\n".join(c.line() for c in checks))
+    return 1 if failed(checks) else 0
+
+
+def _offline(config: Config, args: argparse.Namespace) -> int:
+    from neurocards.store.db import DatabaseUnavailable
+
+    try:
+        if args.command == "credits":
+            return asyncio.run(_credits(config, args))
+        if args.command == "user":
+            return asyncio.run(_user(config, args))
+        if args.command == "statement":
+            return asyncio.run(_statement(config, args))
+        if args.command == "stats":
+            return asyncio.run(_stats(config, args))
+        if args.command == "promo":
+            return asyncio.run(_promo(config, args))
+        if args.command == "broadcast":
+            return asyncio.run(_broadcasts(config, args))
+        if args.command == "payments":
+            return asyncio.run(_payments(config, args))
+        return _backup_or_restore(config, args)
+    except DatabaseUnavailable as exc:
+        _refuse(str(exc), as_json=getattr(args, "json", False))
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
+    from neurocards.store.privacy import restrict_umask
+
+    restrict_umask()  # the database, backups, photos and videos are private whatever the shell's umask
+    argv = sys.argv[1:] if argv is None else argv
+    OneLineParser.json_errors = "--json" in argv
     args = _parser().parse_args(argv)
     if args.command in ("run", "payments"):  # the commands that talk to Telegram through aiogram
         from neurocards import speedups
 
         speedups.install()
+    as_json = getattr(args, "json", False)
+    if args.command == "doctor":
+        return _doctor(args)
     try:
         # Only the commands that talk to Telegram or run the bot need the token and the KIE keys.
         config = load_config(args.config, sandbox=getattr(args, "sandbox", False),
-                             online=args.command in ("run", "payments"))
+                             online=args.command not in OFFLINE_COMMANDS)
     except ConfigError as exc:
-        print(f"neurocards: {exc}", file=sys.stderr)
+        _refuse(str(exc), as_json=as_json)
         return 2
-    if args.command == "credits":
-        return asyncio.run(_credits(config, args))
-    if args.command == "user":
-        return asyncio.run(_user(config, args))
-    if args.command == "statement":
-        return asyncio.run(_statement(config, args))
-    if args.command == "stats":
-        return asyncio.run(_stats(config, args))
-    if args.command == "promo":
-        return asyncio.run(_promo(config, args))
-    if args.command == "broadcast":
-        return asyncio.run(_broadcasts(config, args))
-    if args.command in ("backup", "restore"):
-        return _backup_or_restore(config, args)
-    if args.command == "payments":
-        return asyncio.run(_payments(config, args))
+    if args.command != "run":
+        return _offline(config, args)
 
     from neurocards.app import Application
     from neurocards.logs import setup_logging, setup_sentry
+    from neurocards.startup import StartupFailed
+    from neurocards.store.db import DatabaseUnavailable
 
     setup_logging(config)
     setup_sentry(config)
     try:
-        _run_on_fastest_loop(Application(config).run_until_signal())
+        return _run_on_fastest_loop(Application(config).run_until_signal())
     except ConfigError as exc:
         print(f"neurocards: {exc}", file=sys.stderr)
         return 2
+    except StartupFailed as exc:
+        print(f"neurocards: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DatabaseUnavailable as exc:
+        print(f"neurocards: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
 
 
 if __name__ == "__main__":

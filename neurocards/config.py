@@ -88,6 +88,9 @@ class TelegramConfig(Section):
     api_base: NoTrailingSlash = "https://api.telegram.org"
     admin_ids: tuple[Int, ...] = ()
     support_username: Annotated[Str, AfterValidator(lambda name: name.lstrip("@"))] = ""
+    # Without support_username, sellers' support messages are relayed here (a group with the
+    # operators; 0: to each of admin_ids). An operator's reply to one goes back to the seller.
+    support_chat_id: Int = 0
     # A local Bot API server accepts uploads up to 2000 MB, the cloud one 50 MB.
     max_upload_mb: PositiveInt = 50
     request_timeout_s: PositiveFloat = 60.0

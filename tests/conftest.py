@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,14 @@ async def engine_kit(tmp_path: Path) -> AsyncIterator[EngineKit]:
     """The real engine over a real SQLite file, with an in-memory provider (see tests/engine_kit.py)."""
     async with running_kit(tmp_path) as kit:
         yield kit
+
+
+@pytest.fixture
+def service_dir() -> Iterator[Path]:
+    """Like /opt/neurocards: traversable by the service user (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="nc-opt-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

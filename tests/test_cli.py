@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from neurocards.config import ConfigError, load_config
+from neurocards.store.db import Database
 from tests.harness import with_source_tree
 
 BASE_CONFIG = """
@@ -33,10 +35,19 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
                           text=True, timeout=60, env=with_source_tree(dict(os.environ) if env is None else env))
 
 
+def create_database(path: Path) -> None:
+    """What the bot's first `run` does: the operator's commands never create a database."""
+    async def made() -> None:
+        await (await Database.open(path)).close()
+
+    asyncio.run(made())
+
+
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(BASE_CONFIG, encoding="utf-8")
+    create_database(tmp_path / "store" / "bot.sqlite3")
     return path
 
 

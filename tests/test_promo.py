@@ -16,7 +16,7 @@ from neurocards.store.promo import PromoStore, Redeemed, Refusal
 from neurocards.store.users import UserStore
 from tests.fakes.telegram_user import FakeUser
 from tests.harness import Harness
-from tests.test_cli import BASE_CONFIG
+from tests.test_cli import BASE_CONFIG, create_database
 
 ADMIN = 900
 
@@ -25,6 +25,7 @@ ADMIN = 900
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(BASE_CONFIG, encoding="utf-8")
+    create_database(tmp_path / "store" / "bot.sqlite3")  # the bot's first run; the CLI never creates it
     return path
 
 

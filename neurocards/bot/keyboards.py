@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
+from pydantic import Field
 
 from neurocards.bot import texts
 from neurocards.config import FORMATS, CreditPack
 from neurocards.jobs.templates import Template
+
+# Numbers in callback data come back from the client: forged ones (a:2**70) must not reach
+# SQLite (int64) or a handler. Out of range, the filter does not match and the button is stale.
+RowId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+SmallCount = Annotated[int, Field(ge=0, le=10_000)]
 
 
 class MenuCb(CallbackData, prefix="m"):
@@ -18,7 +25,7 @@ class MenuCb(CallbackData, prefix="m"):
 
 
 class TemplateCb(CallbackData, prefix="t"):
-    product_id: int
+    product_id: RowId
     template: str
 
 
@@ -27,7 +34,7 @@ class WishesCb(CallbackData, prefix="w"):
 
 
 class QuantityCb(CallbackData, prefix="q"):
-    count: int
+    count: SmallCount
 
 
 class ConfirmCb(CallbackData, prefix="c"):
@@ -36,7 +43,7 @@ class ConfirmCb(CallbackData, prefix="c"):
 
 
 class AgainCb(CallbackData, prefix="a"):
-    product_id: int
+    product_id: RowId
 
 
 class FormatCb(CallbackData, prefix="fm"):
@@ -177,11 +184,11 @@ class ProfileCb(CallbackData, prefix="pr"):
 
 
 class VideosCb(CallbackData, prefix="vp"):
-    page: int
+    page: SmallCount
 
 
 class ReplayCb(CallbackData, prefix="vr"):
-    job_id: int
+    job_id: RowId
 
 
 def packs(items: tuple[CreditPack, ...]) -> InlineKeyboardMarkup:
@@ -317,4 +324,12 @@ def broadcast_control(segment: str) -> InlineKeyboardMarkup:
     kb.button(text=texts.BTN_BROADCAST_SEND, callback_data=BroadcastCb(action="send"))
     kb.button(text=texts.BTN_BROADCAST_CANCEL, callback_data=BroadcastCb(action="cancel"))
     kb.adjust(2, 2, 1, 2)
+    return kb.as_markup()
+
+
+def support_link(username: str) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.BTN_SUPPORT_WRITE, url=f"https://t.me/{username}")
+    kb.button(text=texts.BTN_MENU, callback_data=MenuCb(action="home"))
+    kb.adjust(1)
     return kb.as_markup()

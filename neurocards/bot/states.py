@@ -24,3 +24,7 @@ class BroadcastDraft(StatesGroup):
 class OrderAlbum(StatesGroup):
     description = State()  # one photo of the album after another without a caption
     replace_or_add = State()  # a second album came while the first was still in the dialogue
+
+
+class SupportRelay(StatesGroup):
+    message = State()  # the next message goes to the operators

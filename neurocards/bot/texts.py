@@ -18,8 +18,10 @@ from neurocards.jobs.alerts import (
     OperatorAlert,
 )
 from neurocards.services.orders import BalanceView
+from neurocards.services.support import ID_MARKER, RecentJob
 from neurocards.store.broadcasts import Counts as BroadcastCounts
 from neurocards.store.stats import PeriodStats, UserReport
+from neurocards.store.users import User
 
 # ---- buttons -------------------------------------------------------------
 BTN_CREATE = "🎬 Создать видео"
@@ -58,12 +60,6 @@ def welcome_bonus(amount: int) -> str:
 def balance(amount: int, per_video: int) -> str:
     videos = amount // per_video if per_video else 0
     return f"💰 Ваш баланс: <b>{amount}</b> кр.\nЭтого хватит на {videos} видео ({per_video} кр. за видео)."
-
-
-def support(username: str) -> str:
-    if username:
-        return f"🆘 Поддержка: @{escape(username)}\nОпишите проблему и, если можно, приложите скриншот."
-    return "🆘 Напишите нам в ответ на это сообщение — мы ответим как можно скорее."
 
 
 # ---- the creation dialogue -----------------------------------------------
@@ -288,6 +284,15 @@ def credits_granted(amount: int, balance: int) -> str:
     return f"🎁 Вам начислено {amount} кр. Баланс: {balance} кр."
 
 
+def admin_bad_user_id(value: str) -> str:
+    return f"⚠️ «{escape(value[:40])}» — не id пользователя: нужно целое число больше 0 (id из Telegram)."
+
+
+def admin_bad_amount(value: str, limit: int) -> str:
+    return (f"⚠️ «{escape(value[:40])}» — не подходит: сумма — целое число от −{limit:,} до {limit:,}, "
+            "не 0.").replace(",", " ")
+
+
 def admin_no_user(user_id: int) -> str:
     return f"Пользователь {user_id} ещё не пользовался ботом."
 
@@ -302,7 +307,8 @@ def admin_user_report(r: UserReport) -> str:
         f"👤 <b>{r.user_id}</b> {escape(r.first_name or '')} "
         f"{'@' + escape(r.username) if r.username else ''}",
         f"💰 Баланс: {r.balance} кр.{' ⛔ забанен' if r.banned else ''}",
-        f"📅 С нами с {_date(r.first_seen)}, был {_date(r.last_seen)}",
+        (f"📅 С нами с {_date(r.first_seen)}, был {_date(r.last_seen)}" if r.seen
+         else "📅 Ещё не запускал бота (начисление или бан заранее)"),
         f"🎬 Задачи: {jobs}",
     ]
     if r.referrer_id:
@@ -403,16 +409,6 @@ def payment_duplicate(balance: int) -> str:
 PAYMENT_UNMATCHED = (
     "⚠️ Оплата получена, но не удалось определить пакет. Напишите в /paysupport — мы всё исправим."
 )
-
-
-def paysupport(username: str) -> str:
-    contact = f"@{escape(username)}" if username else "нам в ответ на это сообщение"
-    return (
-        "💳 <b>Вопросы по оплате</b>\n\n"
-        f"Напишите {contact}: дату платежа, сумму в ⭐ и что пошло не так. "
-        "Если видео не получилось, кредиты возвращаются автоматически; "
-        "возврат Stars за неизрасходованные кредиты — по запросу."
-    )
 
 
 def terms(custom: str, per_video: int) -> str:
@@ -859,3 +855,80 @@ ZIP_NOTHING = "В этом заказе нет готовых видео."
 ZIP_UNAVAILABLE = "😕 Не удалось собрать архив: Telegram не отдал одно из видео. Все видео — выше в чате."
 ZIP_CAPTION = "🗜 Все видео заказа одним архивом."
 NO_OPEN_ORDERS = "📦 Сейчас у вас нет заказов в работе. Готовые видео — в «📂 Мои видео»."
+
+
+# ---- the command menu (setMyCommands) ---------------------------------------------------------
+USER_COMMANDS = (
+    ("start", "Главное меню и баланс"),
+    ("support", "Написать в поддержку"),
+    ("paysupport", "Вопросы по оплате"),
+    ("terms", "Условия и возврат Stars"),
+    ("promo", "Ввести промокод"),
+)
+ADMIN_COMMANDS = (
+    ("admin_stats", "Статистика за сегодня и 7 дней"),
+    ("admin_user_info", "Пользователь: баланс, задачи, ошибки"),
+    ("admin_add_credits", "Начислить или списать кредиты"),
+    ("admin_ban", "Забанить (задачи в очереди — с возвратом)"),
+    ("admin_unban", "Снять бан"),
+    ("admin_refund", "Вернуть Stars за платёж"),
+    ("admin_promo", "Создать промокод"),
+)
+
+
+# ---- support: a link to a person, or the relay to the operators --------------------------------
+_SUPPORT_TOPIC = {"general": "🆘 <b>Поддержка</b>", "payment": "💳 <b>Вопросы по оплате</b>"}
+_SUPPORT_HINT = {"general": "Опишите проблему и, если можно, приложите скриншот.",
+                 "payment": "Укажите дату платежа, сумму в ⭐ и что пошло не так."}
+BTN_SUPPORT_WRITE = "✉️ Написать в поддержку"
+SUPPORT_SENT = "✅ Сообщение передано оператору. Ответ придёт сюда, в этот чат."
+SUPPORT_NOT_SENT = "⚠️ Не удалось передать сообщение оператору. Попробуйте позже."
+SUPPORT_ANSWER_HEADER = "💬 Ответ поддержки:"
+
+
+def support_link(username: str, topic: str) -> str:
+    return f"{_SUPPORT_TOPIC[topic]}\n\nНапишите @{escape(username)}. {_SUPPORT_HINT[topic]}"
+
+
+def support_relay_ask(topic: str) -> str:
+    return (f"{_SUPPORT_TOPIC[topic]}\n\nНапишите следующим сообщением, что случилось — его получит "
+            f"оператор, а ответ придёт в этот чат. {_SUPPORT_HINT[topic]}")
+
+
+def support_unavailable(topic: str) -> str:
+    return f"{_SUPPORT_TOPIC[topic]}\n\nПоддержка в чате пока не подключена. Попробуйте позже."
+
+
+def _job_line(job: RecentJob) -> str:
+    error = f" ({escape(job.error_class)})" if job.error_class else ""
+    return f"  #{job.id} {escape(job.template)}: {escape(job.state)}{error}"
+
+
+def support_relayed_header(user: User, topic: str, jobs: list[RecentJob]) -> str:
+    name = escape(user.first_name or "")
+    handle = f" @{escape(user.username)}" if user.username else ""
+    lines = [f"{'💳' if topic == 'payment' else '🆘'} Обращение в поддержку от {name}{handle}",
+             f"{ID_MARKER}{user.id} · баланс {user.balance} кр.",
+             "Последние задачи:" if jobs else "Задач ещё не было.",
+             *(_job_line(job) for job in jobs),
+             "↩️ Ответьте на это сообщение (Reply) — ответ уйдёт продавцу."]
+    return "\n".join(lines)
+
+
+def support_relayed_text(header: str, body: str, limit: int) -> str:
+    """Header and the seller's words within Telegram's limit (4096 for a text, 1024 a caption)."""
+    room = limit - len(header) - 3
+    if not body or room <= 0:
+        return header
+    cut = body[:room]
+    while len(escape(cut)) > room - 1:  # cut the raw text, so no HTML entity is cut in half
+        cut = cut[: len(cut) - max(1, len(escape(cut)) - room + 1)]
+    return f"{header}\n\n{escape(cut)}" + ("…" if cut != body else "")
+
+
+def support_reply_sent(user_id: int) -> str:
+    return f"✅ Ответ отправлен продавцу {user_id}."
+
+
+def support_reply_failed(user_id: int, reason: str) -> str:
+    return f"⚠️ Ответ продавцу {user_id} не доставлен ({escape(reason)}): возможно, он заблокировал бота."

@@ -8,6 +8,28 @@ from neurocards.store.db import Database
 from neurocards.store.ledger import LedgerConflict, change_balance
 from neurocards.store.users import UserStore
 
+# Telegram user ids are positive and fit SQLite's INTEGER (int64); anything else is a typo.
+MAX_USER_ID = 2**63 - 1
+# One admin change of credits: far above any real grant, far below what could overflow a balance.
+MAX_CREDIT_CHANGE = 1_000_000
+
+
+class BadAdminInput(ValueError):
+    """An id or an amount no admin action accepts; the message is one line for the operator."""
+
+
+def check_user_id(user_id: int) -> int:
+    if not 0 < user_id <= MAX_USER_ID:
+        raise BadAdminInput(f"user id must be a positive Telegram id (1..{MAX_USER_ID}), got {user_id}")
+    return user_id
+
+
+def check_amount(amount: int) -> int:
+    if amount == 0 or abs(amount) > MAX_CREDIT_CHANGE:
+        raise BadAdminInput(f"amount must be between -{MAX_CREDIT_CHANGE:,} and {MAX_CREDIT_CHANGE:,}"
+                            f" and not 0, got {amount}")
+    return amount
+
 
 class NotEnoughToRemove(Exception):
     def __init__(self, balance: int) -> None:
@@ -33,8 +55,8 @@ async def add_credits(
     note: str | None = None,
 ) -> CreditChange:
     """Add (or, with a negative amount, remove) credits with a ledger row; never below zero."""
-    if amount == 0:
-        raise ValueError("amount must not be 0")
+    check_user_id(user_id)
+    check_amount(amount)
     await users.ensure(user_id)
     try:
         balance = await change_balance(db, user_id=user_id, delta=amount, reason=reason,

@@ -20,9 +20,12 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+
+from neurocards.store.privacy import PRIVATE_DIR, PRIVATE_FILE, make_private, match_owner
 
 log = logging.getLogger("neurocards.backup")
 
@@ -51,8 +54,9 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        match_owner(self.path, self.path.parent)  # root's restore must not lock the service out
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -121,7 +125,11 @@ def backup_database(db_path: Path, dest_dir: Path, keep: int = 7, *, now: dateti
         raise ValueError("keep must be >= 1")
     if not db_path.is_file():
         raise BackupError(f"no database at {db_path}")
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    created = not dest_dir.exists()
+    dest_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if created:
+        match_owner(dest_dir, db_path)
+    make_private(dest_dir, PRIVATE_DIR)
     final = _free_name(dest_dir, (now or datetime.now()).strftime("%Y%m%d-%H%M%S"))
     # Hidden temp name outside the backup pattern: a crash mid-copy never looks like a backup.
     tmp = dest_dir / f".{final.name}.tmp"
@@ -142,6 +150,8 @@ def backup_database(db_path: Path, dest_dir: Path, keep: int = 7, *, now: dateti
                 dst.close()
         finally:
             src.close()
+        make_private(tmp)
+        match_owner(tmp, db_path)
         _fsync(tmp)
         os.replace(tmp, final)
         _fsync_dir(dest_dir)
@@ -225,6 +235,7 @@ def _restore_locked(backup: Path, db_path: Path, now: datetime) -> Path | None:
     try:
         shutil.copyfile(backup, tmp)
         _check_restorable(tmp, backup)
+        _take_owner_and_mode(tmp, db_path)
         _fsync(tmp)
         before = _set_aside(db_path, now.strftime("%Y%m%d-%H%M%S"))
         os.replace(tmp, db_path)
@@ -233,6 +244,15 @@ def _restore_locked(backup: Path, db_path: Path, now: datetime) -> Path | None:
         tmp.unlink(missing_ok=True)
     log.warning("database %s restored from %s (previous kept as %s)", db_path, backup, before)
     return before
+
+
+def _take_owner_and_mode(tmp: Path, db_path: Path) -> None:
+    """Owner and mode of the database being replaced (without one: of its folder, and 0600):
+    an operator restoring as root must not leave the service a file it cannot write."""
+    like = db_path if db_path.exists() else db_path.parent
+    mode = stat.S_IMODE(db_path.stat().st_mode) if db_path.exists() else PRIVATE_FILE
+    os.chmod(tmp, mode)
+    match_owner(tmp, like)
 
 
 def _check_restorable(path: Path, shown: Path) -> None:

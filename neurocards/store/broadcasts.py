@@ -19,7 +19,7 @@ OUTCOMES = ("sent", "blocked", "failed", "unknown")
 ACTIVE_DAYS = 30
 
 # Banned, opted-out and unreachable (blocked the bot) sellers never receive a broadcast.
-_REACHABLE = "u.is_banned = 0 AND u.news_opt_out = 0 AND u.unreachable_at IS NULL"
+_REACHABLE = "u.seen = 1 AND u.is_banned = 0 AND u.news_opt_out = 0 AND u.unreachable_at IS NULL"
 _SEGMENT_SQL = {
     "all": "",
     "paid": " AND EXISTS (SELECT 1 FROM payments p WHERE p.user_id = u.id AND p.status != 'refunded')",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,11 +20,23 @@ from pathlib import Path
 
 import aiosqlite
 
+from neurocards.store.privacy import PRIVATE_DIR, PRIVATE_FILE, make_private
 from neurocards.store.schema import MIGRATIONS
 
 log = logging.getLogger("neurocards.store")
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+class DatabaseUnavailable(Exception):
+    """The database file cannot be used: one line naming the file and the reason."""
+
+
+def _create_private(path: Path) -> None:
+    # SQLite gives -wal/-shm the mode of the main file, so a private file keeps all three private.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
 
 
 class Database:
@@ -33,20 +46,43 @@ class Database:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        db = cls(conn, path)
-        try:  # a corrupt or locked file: close the connection (and its thread) before raising
+    async def open(cls, path: Path, *, create: bool = True) -> Database:
+        """Open (and migrate) the database. `create=False` (the operator's commands) refuses a
+        missing file instead of making an empty database at a mistyped path. Every failure is
+        DatabaseUnavailable with one line, and nothing stays open behind it."""
+        if path.is_dir():
+            raise DatabaseUnavailable(f"database {path} is a directory, not a database file")
+        if path.parent.is_dir() and not os.access(path.parent, os.R_OK | os.X_OK):
+            raise DatabaseUnavailable(f"database {path}: no permission to read {path.parent}"
+                                      " (run as the service user, e.g. sudo -u neurocards)")
+        if not path.exists():
+            if not create:
+                raise DatabaseUnavailable(
+                    f"no database at {path}: check storage.dir / storage.database in the config"
+                    " (the bot creates it on its first `neurocards run`)")
+            try:
+                _create_private(path)
+            except OSError as exc:
+                raise DatabaseUnavailable(f"database {path} cannot be created: {exc.strerror or exc}") from None
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"database {path} cannot be opened: {exc}") from None
+        try:
             conn.row_factory = sqlite3.Row
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
+            db = cls(conn, path)
             await db._migrate()
-        except BaseException:
-            await conn.close()
+        except BaseException as exc:
+            await conn.close()  # its thread would otherwise keep the process alive forever
+            if isinstance(exc, sqlite3.Error):
+                raise DatabaseUnavailable(f"database {path} is unusable: {exc}") from None
             raise
+        for suffix in ("", "-wal", "-shm"):
+            make_private(path.with_name(path.name + suffix))
         return db
 
     async def _migrate(self) -> None:

@@ -539,4 +539,42 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (chat_id, message_id)
     );
     """,
+    # 12: a user an admin credited or banned before their first /start is "not yet seen": the
+    # first visit still brings the welcome gift and the referral, and counts them as new then.
+    """
+    ALTER TABLE users ADD COLUMN seen INTEGER NOT NULL DEFAULT 1;
+
+    DROP VIEW v_users_daily;
+    CREATE VIEW v_users_daily AS
+    WITH new AS (
+        SELECT date(first_seen, 'unixepoch') AS day, COUNT(*) AS n FROM users WHERE seen = 1 GROUP BY 1),
+    active AS (
+        SELECT date(at, 'unixepoch') AS day, COUNT(DISTINCT user_id) AS n FROM v_user_events GROUP BY 1),
+    days AS (SELECT day FROM new UNION SELECT day FROM active)
+    SELECT days.day,
+           COALESCE(new.n, 0) AS new_users,
+           COALESCE(active.n, 0) AS active_users,
+           SUM(COALESCE(new.n, 0)) OVER (ORDER BY days.day) AS total_users
+    FROM days LEFT JOIN new ON new.day = days.day LEFT JOIN active ON active.day = days.day;
+
+    DROP VIEW v_retention_weekly;
+    CREATE VIEW v_retention_weekly AS
+    WITH cohort AS (
+        SELECT id AS user_id, date(first_seen, 'unixepoch', 'weekday 0', '-6 days') AS week
+        FROM users WHERE seen = 1),
+    sizes AS (SELECT week, COUNT(*) AS n FROM cohort GROUP BY 1),
+    seen AS (
+        SELECT DISTINCT e.user_id, c.week,
+               CAST(ROUND((julianday(date(e.at, 'unixepoch', 'weekday 0', '-6 days'))
+                           - julianday(c.week)) / 7) AS INTEGER) AS week_n
+        FROM v_user_events e JOIN cohort c ON c.user_id = e.user_id)
+    SELECT seen.week AS cohort_week,          -- Monday of the week the users first came
+           sizes.n AS cohort_users,
+           seen.week_n AS weeks_later,
+           COUNT(*) AS active_users,
+           ROUND(100.0 * COUNT(*) / sizes.n, 1) AS retention_pct
+    FROM seen JOIN sizes ON sizes.week = seen.week
+    WHERE seen.week_n >= 0
+    GROUP BY seen.week, seen.week_n;
+    """,
 ]

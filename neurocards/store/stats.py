@@ -22,6 +22,7 @@ class UserReport:
     jobs_by_state: dict[str, int]
     last_errors: list[tuple[int, str, str]]  # (job id, class, text)
     payments: list[tuple[str, int, float]] = field(default_factory=list)  # (label, amount, at)
+    seen: bool = True  # False: credited or banned ahead, has not pressed /start yet
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,14 @@ async def user_report(db: Database, user_id: int) -> UserReport | None:
         last_seen=user["last_seen"], jobs_by_state={r["state"]: r["n"] for r in states},
         last_errors=[(r["id"], r["error_class"] or "", r["error_text"] or "") for r in errors],
         payments=[(r["reason"], r["delta"], r["created_at"]) for r in payments],
+        seen=bool(user["seen"]),
     )
 
 
 async def period_stats(db: Database, days: int, now: float | None = None) -> PeriodStats:
     now = time.time() if now is None else now
     since = (now - now % 86400) - (days - 1) * 86400  # whole UTC days, today included
-    new_users = await db.fetchone("SELECT COUNT(*) AS n FROM users WHERE first_seen >= ?", (since,))
+    new_users = await db.fetchone("SELECT COUNT(*) AS n FROM users WHERE seen = 1 AND first_seen >= ?", (since,))
     delivered = await db.fetchone(
         "SELECT COUNT(*) AS n FROM jobs WHERE state = 'done' AND finished_at >= ?", (since,))
     failures = await db.fetchall(

@@ -25,6 +25,8 @@ class User:
     referrer_id: int | None
     first_seen: float
     last_seen: float
+    # False for a row an admin made (credit, ban) before the user's first /start.
+    seen: bool = True
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> User:
@@ -38,6 +40,7 @@ class User:
             referrer_id=row["referrer_id"],
             first_seen=row["first_seen"],
             last_seen=row["last_seen"],
+            seen=bool(row["seen"]),
         )
 
 
@@ -84,6 +87,8 @@ class UserStore:
         # last_seen is only written once a minute (a write per update would queue every update
         # behind the DB lock).
         row = await self.db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        if row is not None and not row["seen"]:
+            row = None  # an admin's placeholder: this is the user's first visit
         if row is not None and (row["username"], row["first_name"], row["language"]) == \
                 (username, first_name, language) and now - row["last_seen"] < LAST_SEEN_RESOLUTION_S:
             return User.from_row(row), False
@@ -97,14 +102,19 @@ class UserStore:
                 return User.from_row(updated), False
         async with self.db.transaction() as conn:
             existing = await (await conn.execute(
-                "SELECT 1 FROM users WHERE id = ?", (user_id,))).fetchone()
-            created = existing is None
-            if created:
+                "SELECT seen FROM users WHERE id = ?", (user_id,))).fetchone()
+            created = existing is None or not existing["seen"]
+            if existing is None:
                 await conn.execute(
                     "INSERT INTO users (id, username, first_name, language, first_seen, last_seen)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (user_id, username, first_name, language, now, now),
                 )
+            elif created:  # first visit of someone an admin credited or banned ahead
+                await conn.execute(
+                    "UPDATE users SET seen = 1, username = ?, first_name = ?, language = ?, first_seen = ?,"
+                    " last_seen = ? WHERE id = ?", (username, first_name, language, now, now, user_id))
+            if created:
                 if welcome_credits > 0:
                     await insert_ledger_row(conn, user_id=user_id, delta=welcome_credits, reason="welcome")
             else:
@@ -114,10 +124,11 @@ class UserStore:
         return User.from_row(user_row), created
 
     async def ensure(self, user_id: int) -> None:
-        """Make sure a user row exists (for admin credits to someone who never wrote)."""
+        """Make sure a user row exists (for an admin credit or ban to someone who never wrote).
+        A new row is "not yet seen": their first /start is still a first visit."""
         now = time.time()
         await self.db.execute(
-            "INSERT OR IGNORE INTO users (id, first_seen, last_seen) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO users (id, first_seen, last_seen, seen) VALUES (?, ?, ?, 0)",
             (user_id, now, now),
         )
 

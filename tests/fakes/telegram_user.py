@@ -142,9 +142,15 @@ class FakeUser:
         self._state.push_update("message", message.raw)
         return message.raw
 
-    async def send_text(self, text: str) -> dict[str, Any]:
-        """Send a text message; a leading /command gets its bot_command entity."""
+    async def send_text(self, text: str, *, reply_to: MessageRef | None = None) -> dict[str, Any]:
+        """Send a text message; a leading /command gets its bot_command entity. `reply_to`: a
+        message of this chat the user answers with Telegram's "Reply"."""
         raw: dict[str, Any] = {"text": text}
+        if reply_to is not None:
+            replied = self._chat.messages.get(_message_id(reply_to))
+            if replied is None:
+                raise LookupError(f"no message {_message_id(reply_to)} in chat {self.chat_id} to reply to")
+            raw["reply_to_message"] = replied.raw
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             raw["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
@@ -236,6 +242,20 @@ class FakeUser:
                 "chat_instance": str(self.id * 7919),
                 "data": button["callback_data"],
             },
+        )
+        return query_id
+
+    async def click_data(self, message: MessageRef, data: str) -> str:
+        """Press a button with arbitrary callback data (an old or modified client forging it)."""
+        stored = self._chat.messages[_message_id(message)]
+        query_id = self._state.random_id()
+        self._state.callbacks[query_id] = CallbackRecord(
+            id=query_id, user_id=self.id, message_id=_message_id(message), data=data
+        )
+        self._state.push_update(
+            "callback_query",
+            {"id": query_id, "from": self.info.as_user(), "message": stored.raw,
+             "chat_instance": str(self.id * 7919), "data": data},
         )
         return query_id
 

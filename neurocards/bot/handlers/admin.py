@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiogram import Bot, Router
 from aiogram.exceptions import TelegramAPIError
@@ -12,7 +13,14 @@ from aiogram.types import Message
 from neurocards.bot import texts
 from neurocards.services import Services
 from neurocards.services.admin import ban_user, unban_user
-from neurocards.services.credits import NotEnoughToRemove, add_credits
+from neurocards.services.credits import (
+    MAX_CREDIT_CHANGE,
+    BadAdminInput,
+    NotEnoughToRemove,
+    add_credits,
+    check_amount,
+    check_user_id,
+)
 from neurocards.services.promo import START_PREFIX as PROMO_START
 from neurocards.services.promo import PromoInputError
 from neurocards.store.stats import period_stats, user_report
@@ -39,20 +47,43 @@ def _int(value: str) -> int | None:
         return None
 
 
+def checked_user_id(value: str) -> int | None:
+    """A user id typed by an admin, if it is one (positive, int64), else None."""
+    return _checked(value, check_user_id)
+
+
+def _checked(value: str, check: Callable[[int], int]) -> int | None:
+    """The number if it is one the action accepts (bounded ids and amounts), else None."""
+    number = _int(value)
+    try:
+        return None if number is None else check(number)
+    except BadAdminInput:
+        return None
+
+
 async def _target_user(message: Message, command: CommandObject, usage: str) -> int | None:
-    """The user id argument, or None after telling the admin how to use the command."""
+    """The user id argument, or None after telling the admin what is wrong with it."""
     args = _args(command)
-    user_id = _int(args[0]) if args else None
-    if user_id is None:
+    if not args or _int(args[0]) is None:
         await message.answer(usage)
+        return None
+    user_id = _checked(args[0], check_user_id)
+    if user_id is None:
+        await message.answer(texts.admin_bad_user_id(args[0]))
     return user_id
 
 
 async def add_credits_cmd(message: Message, command: CommandObject, svc: Services, bot: Bot) -> None:
     args = _args(command)
-    user_id, amount = (_int(args[0]), _int(args[1])) if len(args) >= 2 else (None, None)
-    if user_id is None or amount is None or amount == 0:
+    if len(args) < 2 or _int(args[0]) is None or _int(args[1]) is None:
         await message.answer(texts.ADMIN_USAGE_ADD)
+        return
+    user_id, amount = _checked(args[0], check_user_id), _checked(args[1], check_amount)
+    if user_id is None:
+        await message.answer(texts.admin_bad_user_id(args[0]))
+        return
+    if amount is None:
+        await message.answer(texts.admin_bad_amount(args[1], MAX_CREDIT_CHANGE))
         return
     reason = " ".join(args[2:]) or None
     try:

@@ -48,11 +48,6 @@ async def balance(query: CallbackQuery, svc: Services, user: User) -> None:
     await show(query, texts.balance(user.balance, svc.config.credits.per_video), keyboards.balance_screen())
 
 
-async def support(query: CallbackQuery, svc: Services) -> None:
-    await query.answer()
-    await show(query, texts.support(svc.config.telegram.support_username), keyboards.menu_only())
-
-
 async def create(query: CallbackQuery, state: FSMContext) -> None:
     await state.clear()
     await state.set_state(CreateVideo.photo)
@@ -67,6 +62,5 @@ def make_router() -> Router:
     router.message.register(start, CommandStart())
     router.callback_query.register(home, MenuCb.filter(F.action == "home"))
     router.callback_query.register(balance, MenuCb.filter(F.action == "balance"))
-    router.callback_query.register(support, MenuCb.filter(F.action == "support"))
     router.callback_query.register(create, MenuCb.filter(F.action == "create"))
     return router

@@ -1,5 +1,5 @@
 """Buying credits with Telegram Stars: packs → invoice → pre-checkout → successful payment.
-Also /paysupport, /terms and the admin's /admin_refund."""
+Also /terms and the admin's /admin_refund."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiogram.types import CallbackQuery, LabeledPrice, Message, PreCheckoutQuery
 
 from neurocards.bot import keyboards, texts
 from neurocards.bot.billing import star_refunder, tell_refunded
-from neurocards.bot.handlers.admin import IsAdmin
+from neurocards.bot.handlers.admin import IsAdmin, checked_user_id
 from neurocards.bot.handlers.common import show
 from neurocards.bot.keyboards import PayCb
 from neurocards.services import Services
@@ -85,10 +85,6 @@ async def paid(message: Message, svc: Services) -> None:
                              reply_markup=keyboards.after_payment())
 
 
-async def paysupport(message: Message, svc: Services) -> None:
-    await message.answer(texts.paysupport(svc.config.telegram.support_username), reply_markup=keyboards.menu_only())
-
-
 async def terms(message: Message, svc: Services) -> None:
     await message.answer(texts.terms(svc.config.payments.terms_text, _per_video(svc)),
                          reply_markup=keyboards.menu_only())
@@ -96,10 +92,11 @@ async def terms(message: Message, svc: Services) -> None:
 
 async def admin_refund(message: Message, command: CommandObject, bot: Bot, svc: Services) -> None:
     args = (command.args or "").split()
-    if len(args) != 2 or not args[0].lstrip("-").isdigit():
+    user_id = checked_user_id(args[0]) if len(args) == 2 else None
+    if user_id is None:
         await message.answer(texts.ADMIN_USAGE_REFUND)
         return
-    user_id, charge_id = int(args[0]), args[1]
+    charge_id = args[1]
     admin_id = message.from_user.id  # type: ignore[union-attr]
     try:
         refunded = await svc.payments.refund(user_id, charge_id, admin_id=admin_id, refund_stars=star_refunder(bot))
@@ -138,7 +135,6 @@ def make_router(admin_ids: tuple[int, ...]) -> Router:
     router.callback_query.register(buy, PayCb.filter(F.action == "buy"))
     router.pre_checkout_query.register(pre_checkout)
     router.message.register(paid, F.successful_payment)
-    router.message.register(paysupport, Command("paysupport"))
     router.message.register(terms, Command("terms"))
     # Anyone else falls through to the normal "unknown" answer and nothing changes.
     router.message.register(admin_refund, Command("admin_refund"), IsAdmin(admin_ids))
