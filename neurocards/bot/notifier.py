@@ -139,9 +139,16 @@ class TelegramNotifier:
 
 
 def _never_connected(exc: TelegramNetworkError) -> bool:
-    """aiogram names the aiohttp error: a failed connect means the upload never left."""
-    return any(name in exc.message for name in ("ClientConnectorError", "ClientProxyConnectionError",
-                                                "Cannot connect to host"))
+    """aiogram and our proxy session name the aiohttp error: a failed connect (directly, to a
+    proxy or through it) means the upload never left."""
+    return any(name in exc.message for name in _CONNECT_FAILURES)
+
+
+# Error names as they appear in TelegramNetworkError messages, for failures before the request
+# was sent (bot/session.py `_AIOHTTP_CONNECT_ERRORS`, aiogram's "HTTP Client says - <name>: ...").
+_CONNECT_FAILURES = ("ClientConnectorError", "Cannot connect to host", "ConnectionTimeoutError",
+                     "ClientHttpProxyError", "ProxyConnectionError", "ProxyTimeoutError", "ProxyError",
+                     "proxies are cooling down")
 
 
 def _mentions_people(text: str) -> bool:
