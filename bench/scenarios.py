@@ -179,8 +179,12 @@ async def walk_to_confirm(tg: BenchTelegram, user: FakeUser, quantity: int) -> B
     await step(user.send_photo(PHOTO), lambda m: "опишите товар" in m.text)
     styles = await step(user.send_text(f"Белая керамическая кружка 350 мл, артикул {user.id}"),
                         lambda m: "Выберите стиль" in m.text)
-    formats = await step(user.click(styles, "🔄 Студийный поворот"), lambda m: "Формат видео" in m.text)
-    wishes = await step(user.click(formats, "⏭ Оставить"), lambda m: "пожелания" in m.text)
+    # The format step (the style's own shape kept with one tap); older builds (--bot-src) ask for
+    # wishes at once.
+    wishes = await step(user.click(styles, "🔄 Студийный поворот"),
+                        lambda m: "Формат видео" in m.text or "пожелания" in m.text)
+    if "Формат видео" in wishes.text:
+        wishes = await step(user.click(wishes, "⏭ Оставить"), lambda m: "пожелания" in m.text)
     qty = await step(user.click(wishes, "⏭ Пропустить"), lambda m: "Сколько видео" in m.text)
     return await step(user.click(qty, f"{quantity} видео"), lambda m: "Проверьте заказ" in m.text)
 
