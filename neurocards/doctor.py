@@ -255,20 +255,26 @@ async def kie_checks(client: httpx.AsyncClient, config: Config) -> list[Check]:
     return checks
 
 
-async def openai_check(client: httpx.AsyncClient, config: Config) -> Check:
-    api_key = config.openai.api_key.get_secret_value()
-    if not api_key:
-        return Check("openai key", "skip", "not set (prompts are used as written)")
+async def openai_checks(client: httpx.AsyncClient, config: Config) -> list[Check]:
+    keys = config.openai.keys
+    if not keys:
+        return [Check("openai key", "skip", "not set (prompts are used as written)")]
     base = (config.openai.base_url or "https://api.openai.com/v1").rstrip("/")
-    try:
-        response = await client.get(f"{base}/models", headers={"Authorization": f"Bearer {api_key}"})
-    except httpx.HTTPError as exc:
-        return Check("openai key", "fail", f"{base} not reachable ({type(exc).__name__})",
-                     "OpenAI often needs the [network] proxies")
-    if response.status_code == 401:
-        return Check("openai key", "fail", "rejected (401)", "check OPENAI_API_KEY")
-    return Check("openai key", "ok" if response.is_success else "warn", f"HTTP {response.status_code}",
-                 "see https://status.openai.com")
+    checks = []
+    for key in keys:
+        name = f"openai key {_key_label(key)}"
+        try:
+            response = await client.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"})
+        except httpx.HTTPError as exc:
+            checks.append(Check(name, "fail", f"{base} not reachable ({type(exc).__name__})",
+                                "OpenAI often needs the [network] proxies"))
+            continue
+        if response.status_code == 401:
+            checks.append(Check(name, "fail", "rejected (401)", "check OPENAI_API_KEYS / openai.api_keys"))
+        else:
+            checks.append(Check(name, "ok" if response.is_success else "warn", f"HTTP {response.status_code}",
+                                "see https://status.openai.com"))
+    return checks
 
 
 async def callback_check(client: httpx.AsyncClient, config: Config) -> Check:
@@ -312,7 +318,7 @@ async def proxy_checks(config: Config) -> list[Check]:
 async def network_checks(config: Config) -> list[Check]:
     async with httpx.AsyncClient(timeout=NETWORK_TIMEOUT_S) as client:
         direct = [await telegram_check(client, config), *await kie_checks(client, config),
-                  await openai_check(client, config), await callback_check(client, config)]
+                  *await openai_checks(client, config), await callback_check(client, config)]
     return [*direct, *await proxy_checks(config)]
 
 
@@ -330,7 +336,7 @@ async def run_doctor(config: Config, *, offline: bool = False, unit_path: Path |
 def _scrubber(config: Config) -> Callable[[str], str]:
     token = config.telegram.token.get_secret_value()
     values = (token, token.split(":", 1)[-1], *(k.get_secret_value() for k in config.kie.api_keys),
-              config.openai.api_key.get_secret_value(), config.kie.callback_secret.get_secret_value(),
+              *config.openai.keys, config.kie.callback_secret.get_secret_value(),
               config.kie.callback_hmac_key.get_secret_value())
     secrets = sorted({s for s in values if len(s) >= 6}, key=len, reverse=True)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from neurocards.store.db import Database
+from tests.fakes.proxy import FakeHttpConnectProxy, FakeSocks5Proxy
 from tests.harness import KIE_KEY, TOKEN, Harness, config_text, with_source_tree
 
 NOBODY = 65534
@@ -104,3 +105,30 @@ async def test_doctor_reads_the_secrets_file_and_refuses_a_broken_config(harness
     broken = await _doctor(harness, "--json")
     assert broken.returncode == 1
     assert _by_name(broken.stdout)["config"]["status"] == "fail"
+
+
+async def test_doctor_tries_every_proxy_and_the_callback_url(harness: Harness) -> None:
+    good = FakeSocks5Proxy(username="u1", password="s3cr3t-proxy-pass")
+    wrong = FakeHttpConnectProxy(username="u2", password="right-pass")
+    for proxy in (good, wrong):
+        await proxy.start()
+    try:
+        bad_url = wrong.url.replace("right-pass", "wrong-pass")
+        (harness.tmp / "proxies.txt").write_text(f"{good.url}\n{bad_url}\n", encoding="utf-8")
+        harness.overrides = {"network": {"proxies_file": "proxies.txt"},
+                             "kie": {"callback_url": f"{harness.kie.base_url}/kie-callback",
+                                     "callback_secret": "x" * 20}}
+        harness.write_config()
+        os.chmod(harness.config_path, 0o600)
+        await create_database(harness.db_path)
+        result = await _doctor(harness, "--json")
+        checks = _by_name(result.stdout)
+        assert checks[f"proxy 127.0.0.1:{good.port}"]["status"] == "ok"
+        refused = checks[f"proxy 127.0.0.1:{wrong.port}"]
+        assert refused["status"] == "fail" and "proxies.txt" in refused["fix"]
+        assert checks["kie callback url"]["status"] == "ok"
+        assert "s3cr3t-proxy-pass" not in result.stdout and "wrong-pass" not in result.stdout
+        assert result.returncode == 1
+    finally:
+        for proxy in (good, wrong):
+            await proxy.switch_off()

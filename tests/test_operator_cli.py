@@ -143,3 +143,19 @@ async def test_credit_and_ban_ahead_keep_the_first_visit(harness: Harness) -> No
     assert (row["referrer_id"], row["seen"]) == (6100, 1)
     stats = json.loads(run_cli("stats", "--json", "--config", cfg, cwd=harness.tmp).stdout)
     assert stats["today"]["new_users"] == 2
+
+
+async def test_ban_ahead_is_no_phantom_user(harness: Harness) -> None:
+    await harness.start()
+    cfg = str(harness.config_path)
+    banned = run_cli("user", "ban", "6102", "--config", cfg, cwd=harness.tmp)
+    assert banned.returncode == 0 and "banned" in banned.stdout, banned.stderr
+    info = json.loads(run_cli("user", "info", "6102", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    assert info["banned"] is True and info["seen"] is False
+    stats = json.loads(run_cli("stats", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    assert stats["today"]["new_users"] == 0
+    seller = harness.tg.user(6102)
+    cursor = seller.cursor()
+    await seller.send_text("/start")
+    await seller.wait_for_message(lambda m: "ограничен" in m.text and "@nc_help" in m.text, after=cursor)
+    assert harness.query("SELECT seen FROM users WHERE id = 6102")[0]["seen"] == 1

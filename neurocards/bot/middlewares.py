@@ -39,9 +39,9 @@ class UserTrackingMiddleware(BaseMiddleware):
         paid = isinstance(event, Message) and event.successful_payment is not None
         if user.is_banned and not paid:
             if isinstance(event, CallbackQuery):
-                await event.answer(texts.BANNED, show_alert=True)
+                await event.answer(texts.banned(self.services.config.telegram.support_username), show_alert=True)
             elif isinstance(event, Message):
-                await event.answer(texts.BANNED)
+                await event.answer(texts.banned(self.services.config.telegram.support_username))
             return None
         data["user"] = user
         data["is_new_user"] = created

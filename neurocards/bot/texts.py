@@ -346,7 +346,10 @@ def admin_stats(today: PeriodStats, week: PeriodStats, keys: list[dict]) -> str:
 
 
 # ---- admin / misc ----------------------------------------------------------
-BANNED = "⛔ Доступ к боту ограничен. Если это ошибка — напишите в поддержку."
+def banned(support_username: str) -> str:
+    """A banned seller cannot open the support relay: only a support account can be offered."""
+    contact = f" Если это ошибка — напишите @{escape(support_username)}." if support_username else ""
+    return f"⛔ Доступ к боту ограничен.{contact}"
 TOO_FAST = "Не так быстро 🙂 Подождите секунду."
 
 PHOTO_PROBLEMS = {
@@ -390,7 +393,7 @@ def invoice_description(credits: int, per_video: int) -> str:
 
 PACK_GONE = "Этот пакет больше не продаётся. Откройте «💳 Пополнить» и выберите заново."
 CHECKOUT_PROBLEMS = {
-    "banned": BANNED,
+    "banned": banned(""),
     "unknown_pack": PACK_GONE,
     "price_changed": "Цена пакета изменилась. Откройте «💳 Пополнить» и выберите пакет заново.",
     "wrong_user": "Этот счёт выставлен другому пользователю. Откройте «💳 Пополнить» в своём чате с ботом.",
