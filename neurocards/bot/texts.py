@@ -348,7 +348,7 @@ def admin_stats(today: PeriodStats, week: PeriodStats, keys: list[dict]) -> str:
 # ---- admin / misc ----------------------------------------------------------
 def banned(support_username: str) -> str:
     """A banned seller cannot open the support relay: only a support account can be offered."""
-    contact = f" Если это ошибка — напишите @{escape(support_username)}." if support_username else ""
+    contact = f" Если это ошибка — напишите в поддержку: @{escape(support_username)}." if support_username else ""
     return f"⛔ Доступ к боту ограничен.{contact}"
 TOO_FAST = "Не так быстро 🙂 Подождите секунду."
 
