@@ -44,6 +44,7 @@ from neurocards.providers.kie_callbacks import CallbackServer
 from neurocards.services import build_services
 from neurocards.startup import EXIT_CONFIG, EXIT_FAILED, TokenWatch, check_telegram
 from neurocards.store.albums import AlbumStore
+from neurocards.store.costs import CostStore
 from neurocards.store.orders import OrderStore
 from neurocards.store.privacy import restrict_umask, secure_storage
 
@@ -97,10 +98,13 @@ class Application:
         self.alerts = Alerts(self.notifier)
         key_states = getattr(self.kie, "key_states", None)
         self.metrics = Metrics(kie_key_states=key_states, proxy_states=pool_states(network.pools))
+        # KIE tasks at their configured price until KIE reports what they consumed; sandbox is free.
+        self.costs = CostStore(self.db, price_of=lambda backend, model:
+                               cfg.kie.task_price(model) if backend == "kie" else 0.0)
         self.engine = build_engine(
             cfg, stack, db=self.db, chain=self.chain, notifier=self.notifier, templates=self.templates,
-            prompts=build_prompts(cfg, stack, self.db, network, self.alerts, self.metrics), alerts=self.alerts,
-            metrics=self.metrics)
+            prompts=build_prompts(cfg, stack, self.db, network, self.alerts, self.metrics, self.costs),
+            alerts=self.alerts, metrics=self.metrics, costs=self.costs)
         self.services = build_services(
             cfg, self.db, self.chain, self.templates, on_new_jobs=self.engine.wake, metrics=self.metrics,
             key_states=key_states, on_referral_bonus=functools.partial(announce_referral_bonus, self.bot))
@@ -121,7 +125,10 @@ class Application:
         if resumed:
             await self.alerts.send("engine:resumed", JobsResumed(resumed))
         self.balance_watch = BalanceWatch(next(iter(self.chain.balance_sources()), None), self.alerts,
-                                          cfg.kie.low_balance_alert)
+                                          cfg.kie.low_balance_alert, min_days=cfg.kie.low_balance_days,
+                                          daily_spend=self.costs.kie_daily_spend)
+        if self.balance_watch.provider is not None:
+            self.services.kie_balance = self.balance_watch.check
         self.watchdog = Watchdog(self.db, self.alerts, failure_rate=cfg.ops.failure_rate_alert,
                                  min_jobs=cfg.ops.failure_rate_min_jobs, heartbeat_age=self.metrics.heartbeat_age,
                                  max_heartbeat_age_s=cfg.ops.heartbeat_max_age_s)

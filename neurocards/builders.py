@@ -59,6 +59,7 @@ from neurocards.providers.kie_callbacks import callback_urls
 from neurocards.proxies import ProxyConfigError, ProxyPool, RotatingProxyTransport, load_proxies
 from neurocards.services import Services
 from neurocards.store.backup import AlreadyRunning, RunLock, backup_database_async
+from neurocards.store.costs import CostStore
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobStore
 from neurocards.store.prompt_cache import PromptCache
@@ -173,7 +174,7 @@ def build_chain(config: Config, stack: AsyncExitStack, transport: httpx.AsyncBas
 
 
 def build_prompts(config: Config, stack: AsyncExitStack, db: Database, network: Network,
-                  alerts: Alerts, metrics: Metrics) -> PromptBuilder:
+                  alerts: Alerts, metrics: Metrics, costs: CostStore | None = None) -> PromptBuilder:
     # OpenAI is often reachable only through the proxies; the app owns (and closes) this client.
     http: httpx.AsyncClient | None = None
     if network.api_transport is not None and config.openai.keys:
@@ -181,7 +182,7 @@ def build_prompts(config: Config, stack: AsyncExitStack, db: Database, network: 
         stack.push_async_callback(http.aclose)
     watch = GptWatch(alerts, metrics, failure_rate=config.openai.failure_rate_alert,
                      min_calls=config.openai.failure_rate_min_calls)
-    prompts = PromptBuilder(config.openai, cache=PromptCache(db), http_client=http, watch=watch)
+    prompts = PromptBuilder(config.openai, cache=PromptCache(db), http_client=http, watch=watch, costs=costs)
     stack.push_async_callback(prompts.aclose)
     metrics.bind_gpt_keys(prompts.keys.available)
     return prompts
@@ -189,11 +190,11 @@ def build_prompts(config: Config, stack: AsyncExitStack, db: Database, network: 
 
 def build_engine(config: Config, stack: AsyncExitStack, *, db: Database, chain: ProviderChain,
                  notifier: JobNotifier, templates: TemplateCatalog, prompts: PromptBuilder,
-                 alerts: Alerts, metrics: Metrics) -> Engine:
+                 alerts: Alerts, metrics: Metrics, costs: CostStore | None = None) -> Engine:
     """The engine, not yet started (its hooks are set first); stopped with the stack."""
     engine = Engine(config=config, jobs=JobStore(db), users=UserStore(db), products=ProductStore(db),
                     chain=chain, notifier=notifier, templates=templates, prompts=prompts, alerts=alerts,
-                    metrics=metrics)
+                    metrics=metrics, costs=costs)
     stack.push_async_callback(engine.stop)
     return engine
 
@@ -224,7 +225,7 @@ def build_scheduler(config: Config, stack: AsyncExitStack, *, engine: Engine, wa
     every: dict[str, Any] = {"max_instances": 1, "coalesce": True}
     notice_every = max(0.2, min(30.0, config.generation.retry.queue_notice_after_s / 3))
     scheduler.add_job(engine.notify_long_waits, "interval", seconds=notice_every, id="long-waits", **every)
-    if balance_watch is not None and config.kie.low_balance_alert > 0:
+    if balance_watch is not None and (config.kie.low_balance_alert > 0 or config.kie.low_balance_days > 0):
         scheduler.add_job(balance_watch.check, "interval", seconds=config.kie.balance_check_interval_s,
                           id="kie-balance", next_run_time=datetime.now(), **every)
     scheduler.add_job(sweep_storage, "interval", hours=24, args=[config], id="sweep", **every)

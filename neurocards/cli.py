@@ -191,6 +191,7 @@ async def _user(config: Config, args: argparse.Namespace) -> int:
 async def _stats(config: Config, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from neurocards.services.costs import margin
     from neurocards.store.db import Database
     from neurocards.store.stats import period_stats
 
@@ -206,6 +207,13 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
         print(f"{title}: new users {p.new_users}, delivered {p.delivered}, failures {p.failures_by_class},"
               f" credits charged {p.credits_charged}, refunded {p.credits_refunded}"
               + (f", promo redemptions {p.promo_redemptions}" if p.promo_redemptions else ""))
+        print(f"  KIE tasks {p.kie_tasks} ({p.kie_credits:g} credits), OpenAI tokens {p.openai_tokens},"
+              f" stars received {p.stars_received}")
+        m = margin(p, config)
+        if m.delivered:
+            print(f"  per delivered video: revenue ${m.revenue_per_video:.3f}, cost ${m.cost_per_video:.3f},"
+                  f" margin ${m.margin_per_video:.3f}; {m.wasted_share:.0%} of the KIE cost went to failed"
+                  " and doubled tasks")
     return 0
 
 

@@ -50,6 +50,7 @@ Str = Annotated[str, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 Delays = tuple[Annotated[float, Strict(), Field(ge=0)], ...]
 
 
@@ -134,6 +135,20 @@ def _account_pairs(value: Any) -> Any:
     return pairs
 
 
+# KIE's list prices in credits per task at the settings the bot sends (5-10 s, 720p, no sound),
+# 1 credit = $0.005; config.toml documents them. KIE changes prices: check kie.ai/pricing.
+DEFAULT_TASK_COST: tuple[tuple[str, float], ...] = (
+    ("veo3_fast", 60.0), ("veo3", 250.0), ("veo3_lite", 30.0),
+    ("kling-2.6/image-to-video", 55.0),
+    ("sora-2-image-to-video", 30.0), ("sora-2-pro-image-to-video", 150.0),
+    ("wan/2-6-image-to-video", 70.0),
+    ("hailuo/2-3-image-to-video-standard", 30.0), ("hailuo/2-3-image-to-video-pro", 50.0),
+    ("bytedance/v1-pro-fast-image-to-video", 20.0), ("bytedance/seedance-1.5-pro", 30.0),
+    ("grok-imagine/image-to-video", 20.0),
+    ("default", 60.0),
+)
+
+
 class KieConfig(Section):
     # Required to run the bot with a KIE provider only (see require_online).
     api_keys: Annotated[tuple[SecretStr, ...], BeforeValidator(_key_list)] = ()
@@ -153,6 +168,13 @@ class KieConfig(Section):
     balance_check_interval_s: PositiveFloat = 600.0
     # (key, account) pairs: KIE limits new tasks per account, so keys of one account share a limit.
     accounts: Annotated[tuple[tuple[SecretStr, Str], ...], BeforeValidator(_account_pairs)] = ()
+    # What one task costs in KIE credits when KIE does not report creditsConsumed, per model
+    # ("default" for models not listed), on top of DEFAULT_TASK_COST. Failed tasks count too.
+    task_cost: Annotated[tuple[tuple[Str, NonNegativeFloat], ...],
+                         BeforeValidator(lambda v: tuple(v.items()) if isinstance(v, dict) else v)] = ()
+    usd_per_credit: NonNegativeFloat = 0.005
+    # The low-balance alert also fires when the balance lasts fewer days than this at the recent spend.
+    low_balance_days: NonNegativeFloat = 3.0
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +198,10 @@ class KieConfig(Section):
             if len(self.callback_secret.get_secret_value()) < 16:
                 raise ValueError("kie.callback_secret must be set (16+ characters) when kie.callback_url is set")
         return self
+
+    def task_price(self, model: str) -> float:
+        table = dict(DEFAULT_TASK_COST) | dict(self.task_cost)
+        return table.get(model, table["default"])
 
     def key_accounts(self) -> dict[str, str]:
         """Each key of [kie.accounts] -> its account name (for the KIE client)."""
@@ -222,6 +248,9 @@ class OpenAIConfig(Section):
     # Admins are alerted when this share of GPT calls failed over 15 minutes (0: off)...
     failure_rate_alert: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.5
     failure_rate_min_calls: PositiveInt = 10  # ...out of at least this many
+    # Prices of the model, USD per million tokens (for the cost of a video; gpt-4o-mini's).
+    usd_per_1m_input_tokens: NonNegativeFloat = 0.15
+    usd_per_1m_output_tokens: NonNegativeFloat = 0.60
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -357,6 +386,8 @@ class PaymentsConfig(Section):
     # "allow" it (the Stars go back, only the credits that are left are removed).
     refund_when_spent: Literal["refuse", "allow"] = "refuse"
     terms_text: Annotated[Str, AfterValidator(str.strip)] = ""
+    # What the bot gets for one Telegram Star, USD (for the margin per video in the stats).
+    usd_per_star: NonNegativeFloat = 0.013
 
     @field_validator("packs")
     @classmethod

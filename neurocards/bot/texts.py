@@ -7,6 +7,7 @@ from html import escape
 from typing import assert_never
 
 from neurocards.jobs.alerts import (
+    BalanceRunningOut,
     EngineStalled,
     FailureRate,
     GptFailing,
@@ -17,6 +18,7 @@ from neurocards.jobs.alerts import (
     NoPayingKey,
     OperatorAlert,
 )
+from neurocards.services.costs import BalanceForecast, Margin
 from neurocards.services.orders import BalanceView
 from neurocards.services.support import ID_MARKER, RecentJob
 from neurocards.store.broadcasts import Counts as BroadcastCounts
@@ -331,18 +333,54 @@ def admin_unbanned(user_id: int, changed: bool) -> str:
     return f"✅ Пользователь {user_id} разбанен." if changed else f"Пользователь {user_id} не был забанен."
 
 
-def admin_stats(today: PeriodStats, week: PeriodStats, keys: list[dict]) -> str:
-    def block(title: str, p: PeriodStats) -> str:
+def admin_stats(today: PeriodStats, week: PeriodStats, keys: list[dict],
+                margins: tuple[Margin, Margin] | None = None, forecast: BalanceForecast | None = None) -> str:
+    def block(title: str, p: PeriodStats, m: Margin | None) -> str:
         fails = ", ".join(f"{k}: {v}" for k, v in p.failures_by_class.items()) or "нет"
         return (f"<b>{title}</b>\n👥 Новых: {p.new_users}\n✅ Видео доставлено: {p.delivered}\n"
                 f"❌ Ошибки: {escape(fails)}\n"
                 f"💳 Списано: {p.credits_charged} кр., возвращено: {p.credits_refunded} кр."
-                + promo_line(p.promo_redemptions))
+                + promo_line(p.promo_redemptions) + cost_lines(p, m))
 
     key_lines = "\n".join(
         f"🔑 {k.get('key_id')}: {k.get('state')}, запросов {k.get('requests', 0)}, ошибок {k.get('errors', 0)}"
         for k in keys) or "🔑 ключей нет (sandbox)"
-    return f"📊 {block('Сегодня', today)}\n\n{block('7 дней', week)}\n\n{key_lines}"
+    m_today, m_week = margins or (None, None)
+    balance = f"\n{kie_forecast(forecast)}" if forecast is not None else ""
+    return f"📊 {block('Сегодня', today, m_today)}\n\n{block('7 дней', week, m_week)}\n\n{key_lines}{balance}"
+
+
+def _usd(value: float | None) -> str:
+    return "—" if value is None else f"${value:.2f}" if value >= 0 else f"−${-value:.2f}"
+
+
+def _thousands(value: float) -> str:
+    return f"{value:,.0f}".replace(",", " ")
+
+
+def _days(n: int) -> str:
+    word = "дней" if 11 <= n % 100 <= 14 else {1: "день", 2: "дня", 3: "дня", 4: "дня"}.get(n % 10, "дней")
+    return f"{n} {word}"
+
+
+def cost_lines(p: PeriodStats, m: Margin | None) -> str:
+    """KIE tasks and what a delivered video brought and cost (empty before anything was spent)."""
+    if not p.kie_tasks and not p.stars_received and not p.openai_tokens:
+        return ""
+    line = (f"\n🎞 Задач KIE: {p.kie_tasks} ({p.kie_credits:g} кредитов), токенов GPT: {p.openai_tokens},"
+            f" получено ⭐ {p.stars_received}")
+    if m is not None and m.delivered:
+        line += (f"\n💵 На одно видео: выручка {_usd(m.revenue_per_video)}, затраты {_usd(m.cost_per_video)},"
+                 f" маржа {_usd(m.margin_per_video)}; на сбои и повторные задачи ушло {m.wasted_share:.0%}"
+                 " затрат KIE")
+    return line
+
+
+def kie_forecast(f: BalanceForecast) -> str:
+    days = f.days_left
+    if days is None:
+        return f"💰 KIE: {_thousands(f.balance)} кредитов (расхода пока нет)"
+    return f"💰 KIE: {_thousands(f.balance)} кредитов ≈ {_days(int(days))} при текущем расходе"
 
 
 # ---- admin / misc ----------------------------------------------------------
@@ -504,6 +542,9 @@ def operator_alert(alert: OperatorAlert) -> str:
 
 def _alert_body(alert: OperatorAlert) -> str:
     match alert:
+        case BalanceRunningOut(balance, days_left):
+            return (f"KIE: {_thousands(balance)} кредитов ≈ {_days(int(days_left))} при текущем расходе. "
+                    "Пополните баланс, пока генерация не остановилась.")
         case LowBalance(balance, threshold):
             return (f"KIE: на счёте осталось {balance:g} кредитов (порог {threshold:g}). "
                     "Пополните баланс, пока генерация не остановилась.")

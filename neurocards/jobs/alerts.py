@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +23,12 @@ log = logging.getLogger("neurocards.alerts")
 class LowBalance:
     balance: float
     threshold: float
+
+
+@dataclass(frozen=True)
+class BalanceRunningOut:
+    balance: float
+    days_left: float  # at the average spend of the last days
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ class GptFailing:
     reason: str  # the latest failure, e.g. "HTTP 429 RateLimitError"
 
 
-OperatorAlert = (LowBalance | EngineStalled | FailureRate | KeyDisabled | NoPayingKey | JobsResumed
+OperatorAlert = (LowBalance | BalanceRunningOut | EngineStalled | FailureRate | KeyDisabled | NoPayingKey | JobsResumed
                  | JobNeedsAttention | GptFailing)
 
 
@@ -106,16 +112,20 @@ class Alerts:
 
 
 class BalanceWatch:
-    """Warns the admins while the KIE account balance is below the threshold (before it runs out)."""
+    """Warns the admins while the KIE account balance is below the threshold, or lasts fewer than
+    `min_days` days at the recent spend (`daily_spend`), before it runs out."""
 
-    def __init__(self, provider: BalanceSource | None, alerts: Alerts, threshold: float) -> None:
+    def __init__(self, provider: BalanceSource | None, alerts: Alerts, threshold: float, *, min_days: float = 0.0,
+                 daily_spend: Callable[[], Awaitable[float]] | None = None) -> None:
         self.provider = provider
         self.alerts = alerts
         self.threshold = threshold
+        self.min_days = min_days
+        self.daily_spend = daily_spend
         self.last_balance: float | None = None
 
     async def check(self) -> float | None:
-        if self.provider is None or self.threshold <= 0:
+        if self.provider is None:
             return None
         try:
             balance = float(await self.provider.get_credits())
@@ -123,10 +133,15 @@ class BalanceWatch:
             log.warning("KIE balance check failed: %s", exc)
             return None
         self.last_balance = balance
-        if balance < self.threshold:
+        if 0 < self.threshold and balance < self.threshold:
             await self.alerts.send("kie:low_balance", LowBalance(balance, self.threshold))
         else:
             self.alerts.reset("kie:low_balance")
+        spend = await self.daily_spend() if self.daily_spend is not None and self.min_days > 0 else 0.0
+        if spend > 0 and balance / spend < self.min_days:
+            await self.alerts.send("kie:days_left", BalanceRunningOut(balance, balance / spend))
+        else:
+            self.alerts.reset("kie:days_left")
         return balance
 
 

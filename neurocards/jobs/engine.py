@@ -32,6 +32,7 @@ from neurocards.jobs.templates import TemplateCatalog
 from neurocards.metrics import Metrics
 from neurocards.providers.base import ProviderError, TaskStatus
 from neurocards.services.formats import fit_video, model_aspect, photo_in_shape
+from neurocards.store.costs import CostStore
 from neurocards.store.jobs import TERMINAL, Job, JobMoved, JobState, JobStore
 from neurocards.store.users import ProductStore, UserStore
 
@@ -62,6 +63,7 @@ class Engine:
         prompts: PromptBuilder,
         alerts: Alerts | None = None,
         metrics: Metrics | None = None,
+        costs: CostStore | None = None,
     ) -> None:
         self.config = config
         self.jobs = jobs
@@ -79,7 +81,8 @@ class Engine:
                                  templates=templates, alerts=self.alerts, metrics=self.metrics)
         self.requests_in_flight = RequestsInFlight()
         self.generation = Generation(jobs=jobs, chain=chain, templates=templates, metrics=self.metrics,
-                                     outcomes=self.outcomes, wake=self.wake, in_flight=self.requests_in_flight)
+                                     outcomes=self.outcomes, wake=self.wake, in_flight=self.requests_in_flight,
+                                     costs=costs)
         self.delivery = Delivery(config=config, jobs=jobs, users=users, notifier=notifier, chain=chain,
                                  metrics=self.metrics, in_flight=self.requests_in_flight)
         self._reclaimed_at = 0.0

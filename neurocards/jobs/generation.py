@@ -32,6 +32,7 @@ from neurocards.providers.base import (
     VideoRequest,
 )
 from neurocards.services.formats import model_aspect
+from neurocards.store.costs import CostStore
 from neurocards.store.jobs import Job, JobMoved, JobState, JobStore
 
 log = logging.getLogger("neurocards.engine")
@@ -39,8 +40,10 @@ log = logging.getLogger("neurocards.engine")
 
 class Generation:
     def __init__(self, *, jobs: JobStore, chain: ProviderChain, templates: TemplateCatalog, metrics: Metrics,
-                 outcomes: Outcomes, wake: Callable[[], None], in_flight: RequestsInFlight) -> None:
+                 outcomes: Outcomes, wake: Callable[[], None], in_flight: RequestsInFlight,
+                 costs: CostStore | None = None) -> None:
         self.jobs = jobs
+        self.costs = costs  # every task created, with what it cost
         self.chain = chain
         self.templates = templates
         self.metrics = metrics
@@ -88,7 +91,34 @@ class Generation:
             except ProviderError as err:
                 return await self._submit_failed(marked[-1] if marked else job, entry, err)
             self._unwritten[job.id] = task
+            await self._paid(task.task_id, job, entry, task.key_id)
             return await self._record_task(marked[-1] if marked else job, task)
+
+    async def _record_orphan(self, task_id: str, job: Job, attempt: int) -> None:
+        """A paid task no job uses: on the bill once the provider confirms it was created for this job
+        (the callback body alone is never trusted)."""
+        entry = self.chain.get(job.provider)
+        try:
+            confirmed = await entry.backend.poll(task_id, job.model, job.key_id)
+        except ProviderError:
+            return
+        if confirmed.callback_url is None or confirmed.callback_url != entry.callback_url(job.id, attempt):
+            return
+        await self._paid(task_id, job, entry, None)
+        if self.costs is not None and confirmed.state is not TaskState.PENDING:
+            await self.costs.task_finished(task_id, success=confirmed.state is TaskState.SUCCESS,
+                                           credits_consumed=confirmed.credits_consumed)
+
+    async def _paid(self, task_id: str, job: Job | None, entry: ChainEntry | None, key_id: str | None) -> None:
+        """The bill: a task exists from this moment, whatever happens to its job next."""
+        if self.costs is None:
+            return
+        try:
+            await self.costs.task_created(task_id=task_id, job_id=job.id if job else None,
+                                          backend=entry.backend.name if entry else "kie",
+                                          model=job.model if job else "unknown", key_id=key_id)
+        except Exception as exc:  # a record, not a step of the job: the job goes on
+            log.warning("task %s: could not record its cost: %s", task_id, type(exc).__name__)
 
     async def _submit_failed(self, job: Job, entry: ChainEntry, err: ProviderError) -> Job | None:
         if not err.outcome_unknown:  # surely no task: the marker goes, the error takes its normal course
@@ -148,6 +178,8 @@ class Generation:
             log.warning("callback for unknown task %s (job %d, attempt %d) matches no unsure job: "
                         "an orphaned paid task", task_id, job_id, attempt)
             self.metrics.kie_task_orphaned("late_callback")
+            if job is not None:
+                await self._record_orphan(task_id, job, attempt)
             return False
         entry = self.chain.get(job.provider)
         try:
@@ -167,6 +199,7 @@ class Generation:
         except JobMoved:
             return False
         self.metrics.kie_task_adopted()
+        await self._paid(task_id, job, entry, job.key_id)
         log.info("job %d: adopted task %s (createTask attempt %d) from its callback", job.id, task_id, attempt)
         self.wake()
         return True
@@ -200,6 +233,9 @@ class Generation:
                 log.warning("job %d: poll of %s failed: %s", job.id, job.task_id, err)
                 await self._wait_for_poll(wakeup, entry.poll_interval(age))
                 continue
+            if status.state is not TaskState.PENDING and self.costs is not None:
+                await self.costs.task_finished(job.task_id, success=status.state is TaskState.SUCCESS,
+                                               credits_consumed=status.credits_consumed)
             if status.state is TaskState.SUCCESS:
                 if not status.result_urls:
                     return await self.outcomes.give_up(

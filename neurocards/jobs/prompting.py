@@ -22,6 +22,7 @@ from typing import Any
 from neurocards.config import OpenAIConfig
 from neurocards.jobs.gpt_keys import GptKeyPool, GptWatch
 from neurocards.jobs.templates import Template
+from neurocards.store.costs import CostStore
 from neurocards.store.prompt_cache import PromptCache, cache_key, normalize
 
 log = logging.getLogger("neurocards.prompts")
@@ -128,13 +129,15 @@ def failure_label(exc: BaseException) -> str:
 
 class PromptBuilder:
     def __init__(self, config: OpenAIConfig, cache: PromptCache | None = None, client: Any | None = None,
-                 *, http_client: Any | None = None, watch: GptWatch | None = None) -> None:
+                 *, http_client: Any | None = None, watch: GptWatch | None = None,
+                 costs: CostStore | None = None) -> None:
         """`client`: a ready AsyncOpenAI-like client (tests), standing for every key. `http_client`:
         an httpx AsyncClient for the SDK, e.g. one with a proxy transport; its owner closes it,
         `aclose` does not. `watch`: where each call's outcome goes (metrics, failure-rate alert)."""
         self.config = config
         self.cache = cache
         self.watch = watch
+        self.costs = costs  # the tokens of every answer, for the cost of a video
         keys = list(config.keys) or (["ready-client"] if client is not None else [])
         self.keys = GptKeyPool(keys, config.key_cooldown_s)
         # key id -> the SDK client of that key (one per key: the key is fixed per client)
@@ -238,6 +241,17 @@ class PromptBuilder:
         except Exception as err:  # bookkeeping must never cost the prompt
             log.warning("GPT outcome not recorded: %s", type(err).__name__)
 
+    async def _record_usage(self, response: Any) -> None:
+        usage = getattr(response, "usage", None)
+        if self.costs is None or usage is None:
+            return
+        try:
+            await self.costs.openai_used(str(getattr(response, "model", None) or self.config.model),
+                                         int(getattr(usage, "prompt_tokens", 0) or 0),
+                                         int(getattr(usage, "completion_tokens", 0) or 0))
+        except Exception as exc:  # the bill is a record; the prompt matters more
+            log.warning("prompt: could not record OpenAI usage: %s", type(exc).__name__)
+
     async def _ask(self, client: Any, draft: str, description: str, wishes: str) -> str:
         user = (f"Draft prompt: {draft}\n"
                 f"Product description from the seller (keep these words verbatim): {normalize(description)}\n"
@@ -248,6 +262,7 @@ class PromptBuilder:
             temperature=0.7,
             max_tokens=GPT_MAX_TOKENS,
         )
+        await self._record_usage(response)
         choice = response.choices[0]
         if getattr(choice.message, "refusal", None):
             raise EnhancementRejected("refusal")

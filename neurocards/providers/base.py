@@ -98,6 +98,8 @@ class TaskStatus:
     progress: int | None = None
     # The callBackUrl the task was created with, as the provider reports it (None: unknown).
     callback_url: str | None = None
+    # What the task cost at the provider, where it says so (KIE: recordInfo's creditsConsumed).
+    credits_consumed: float | None = None
 
 
 BeforeSend = Callable[[str], Awaitable[None]]

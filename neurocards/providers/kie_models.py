@@ -237,6 +237,15 @@ def created_with_callback(data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _credits(value: Any) -> float | None:
+    """creditsConsumed, when KIE reports it (a number, sometimes as a string)."""
+    try:
+        credits = None if value is None or isinstance(value, bool) or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+    return credits if credits is not None and credits >= 0 else None
+
+
 def market_status(data: Mapping[str, Any]) -> TaskStatus:
     state = data.get("state")
     if not isinstance(state, str) or not state:
@@ -252,10 +261,12 @@ def market_status(data: Mapping[str, Any]) -> TaskStatus:
         urls = _url_list(result.get("resultUrls")) if isinstance(result, dict) else []
         if not urls:
             raise PayloadError("state=success but resultJson has no resultUrls")
-        return TaskStatus(TaskState.SUCCESS, tuple(urls), progress=100)
+        return TaskStatus(TaskState.SUCCESS, tuple(urls), progress=100,
+                          credits_consumed=_credits(data.get("creditsConsumed")))
     if state == "fail":
         return TaskStatus(TaskState.FAILED, fail_code=_opt_str(data.get("failCode")),
-                          fail_msg=_opt_str(data.get("failMsg")) or "task failed", progress=progress)
+                          fail_msg=_opt_str(data.get("failMsg")) or "task failed", progress=progress,
+                          credits_consumed=_credits(data.get("creditsConsumed")))
     # waiting | queuing | generating, and any state KIE adds later: keep polling; the engine's
     # overall timeout ends a task that never finishes.
     return TaskStatus(TaskState.PENDING, progress=progress)
@@ -272,8 +283,10 @@ def veo_status(data: Mapping[str, Any]) -> TaskStatus:
         urls = _url_list(response.get("resultUrls")) if isinstance(response, dict) else []
         if not urls:
             raise PayloadError("successFlag=1 but response.resultUrls is empty")
-        return TaskStatus(TaskState.SUCCESS, tuple(urls), progress=100)
+        return TaskStatus(TaskState.SUCCESS, tuple(urls), progress=100,
+                          credits_consumed=_credits(data.get("creditsConsumed")))
     if flag in (2, 3):
         return TaskStatus(TaskState.FAILED, fail_code=_opt_str(data.get("errorCode")),
-                          fail_msg=_opt_str(data.get("errorMessage")) or "task failed")
+                          fail_msg=_opt_str(data.get("errorMessage")) or "task failed",
+                          credits_consumed=_credits(data.get("creditsConsumed")))
     return TaskStatus(TaskState.PENDING, progress=_progress(data.get("progress")))

@@ -4,7 +4,7 @@ nothing Telegram-specific."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from neurocards.services.promo import Promos
 from neurocards.services.referrals import BonusCallback, Referrals
 from neurocards.store.activity import ActivityStore
 from neurocards.store.broadcasts import Broadcast, BroadcastStore
+from neurocards.store.costs import CostStore
 from neurocards.store.db import Database
 from neurocards.store.history import HistoryStore
 from neurocards.store.jobs import JobStore
@@ -48,11 +49,14 @@ class Services:
     promos: Promos
     broadcasts: BroadcastStore
     statement: StatementStore
+    costs: CostStore
     key_states: Callable[[], list[dict]] | None = None
     # Delivers confirmed broadcasts; set by the application once the Bot exists.
     broadcaster: BroadcastLauncher | None = None
     # Called with the id of each new order (its live status message is posted at once).
     on_new_order: Callable[[int], None] | None = None
+    # The KIE account balance now (None: unknown or no KIE); set by the application.
+    kie_balance: Callable[[], Awaitable[float | None]] | None = None
 
 
 def build_services(config: Config, db: Database, chain: ProviderChain, templates: TemplateCatalog, *,
@@ -69,4 +73,4 @@ def build_services(config: Config, db: Database, chain: ProviderChain, templates
         activity=activity, history=HistoryStore(db), referrals=referrals,
         payments=Payments(config, PaymentStore(db), users, referrals, activity),
         promos=Promos(PromoStore(db)), broadcasts=BroadcastStore(db), statement=StatementStore(db),
-        key_states=key_states)
+        costs=CostStore(db), key_states=key_states)

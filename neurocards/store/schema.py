@@ -577,4 +577,31 @@ MIGRATIONS: list[str] = [
     WHERE seen.week_n >= 0
     GROUP BY seen.week, seen.week_n;
     """,
+    # 13: what every video really cost: each provider task created (failed, doubled and orphaned ones
+    # included) with its cost, and the tokens of every OpenAI answer
+    """
+    CREATE TABLE provider_tasks (
+        task_id     TEXT PRIMARY KEY,
+        job_id      INTEGER REFERENCES jobs(id),
+        attempt     INTEGER NOT NULL,       -- 1: the job's first task, 2: the second one paid for it...
+        backend     TEXT NOT NULL,          -- kie | sandbox
+        model       TEXT NOT NULL,
+        key_id      TEXT,                   -- the key's public id, never the key
+        created_at  REAL NOT NULL,
+        credits     REAL NOT NULL CHECK (credits >= 0),   -- KIE credits: reported, else the configured price
+        reported    INTEGER NOT NULL DEFAULT 0,           -- 1: `credits` is KIE's creditsConsumed
+        outcome     TEXT CHECK (outcome IS NULL OR outcome IN ('success', 'failed'))
+    );
+    CREATE INDEX provider_tasks_created ON provider_tasks(created_at);
+    CREATE INDEX provider_tasks_job ON provider_tasks(job_id);
+
+    CREATE TABLE openai_usage (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        at                 REAL NOT NULL,
+        model              TEXT NOT NULL,
+        prompt_tokens      INTEGER NOT NULL CHECK (prompt_tokens >= 0),
+        completion_tokens  INTEGER NOT NULL CHECK (completion_tokens >= 0)
+    );
+    CREATE INDEX openai_usage_at ON openai_usage(at);
+    """,
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from neurocards.store.costs import CostStore, ModelCosts
 from neurocards.store.db import Database
 from neurocards.store.promo import PromoStore
 
@@ -34,6 +35,16 @@ class PeriodStats:
     credits_charged: int
     credits_refunded: int
     promo_redemptions: dict[str, int] = field(default_factory=dict)  # code -> sellers who redeemed it
+    # What it cost and brought (store/costs.py): KIE tasks created and their credits, of which
+    # wasted on tasks that brought no delivered video, OpenAI tokens, Stars not refunded.
+    kie_tasks: int = 0
+    kie_credits: float = 0.0
+    wasted_kie_credits: float = 0.0
+    openai_tokens: int = 0
+    openai_prompt_tokens: int = 0
+    openai_completion_tokens: int = 0
+    stars_received: int = 0
+    by_model: dict[str, ModelCosts] = field(default_factory=dict)
 
 
 async def user_report(db: Database, user_id: int) -> UserReport | None:
@@ -79,6 +90,7 @@ async def period_stats(db: Database, days: int, now: float | None = None) -> Per
         credits_charged=int(ledger["charged"]) if ledger else 0,
         credits_refunded=int(ledger["refunded"]) if ledger else 0,
         promo_redemptions=await PromoStore(db).redemptions_since(since),
+        **vars(await CostStore(db).period(since)),
     )
 
 

@@ -125,6 +125,8 @@ class FakeKie:
         self.keys: set[str] = set(keys)
         self.credits: float = 100.0
         self.video_bytes: bytes = SMALL_MP4
+        # creditsConsumed reported in recordInfo per final state ("success" / "fail"); absent if unset.
+        self.credits_consumed: dict[str, float] = {}
         self.generation_delay_s: float = 0.0  # a task is pending at least this long...
         self.pending_polls: int = 0  # ...and for this many polls
         self.require_uploaded_images = True  # image URLs must come from our upload endpoint
@@ -448,6 +450,7 @@ class FakeKie:
             "completeTime": ms if state in ("success", "fail") else None,
             "createTime": ms, "updateTime": ms,
             "progress": 100 if state == "success" else 50,
+            **self._consumed(state),
         }
 
     def veo_data(self, task: FakeTask, final: bool = False) -> dict[str, Any]:
@@ -462,7 +465,11 @@ class FakeKie:
             "errorCode": (int(code) if code and code.isdigit() else code) if state == "fail" else None,
             "errorMessage": task.fail_msg if state == "fail" else "",
             "createTime": "2025-06-06 10:25:00", "completeTime": None, "fallbackFlag": False,
+            **self._consumed(state),
         }
+
+    def _consumed(self, state: str) -> dict[str, float]:
+        return {"creditsConsumed": self.credits_consumed[state]} if state in self.credits_consumed else {}
 
     def _record(self, family: str) -> Handler:
         async def handler(request: web.Request, key: str | None) -> tuple[int, Any]:

@@ -13,6 +13,7 @@ from aiogram.types import Message
 from neurocards.bot import texts
 from neurocards.services import Services
 from neurocards.services.admin import ban_user, unban_user
+from neurocards.services.costs import forecast, margin
 from neurocards.services.credits import (
     MAX_CREDIT_CHANGE,
     BadAdminInput,
@@ -147,7 +148,9 @@ async def stats_cmd(message: Message, svc: Services) -> None:
     today = await period_stats(svc.db, 1)
     week = await period_stats(svc.db, 7)
     keys = svc.key_states() if svc.key_states else []
-    await message.answer(texts.admin_stats(today, week, keys))
+    balance = await forecast(svc.kie_balance, svc.costs)
+    await message.answer(texts.admin_stats(today, week, keys, (margin(today, svc.config), margin(week, svc.config)),
+                                           balance))
 
 
 def make_router(admin_ids: tuple[int, ...]) -> Router:
