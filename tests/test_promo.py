@@ -206,3 +206,15 @@ async def test_balance_button_takes_the_code_and_wrong_guesses_are_braked(harnes
     await Promos(PromoStore(harness.app.db)).create("LATER", 5)  # type: ignore[union-attr]
     still = await _say(seller, "/promo LATER", lambda m: "ромокод" in m.text)
     assert "через час" in still and harness.balance(7201) == 45
+
+
+def test_promo_commands_need_no_token_or_kie_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    offline = tmp_path / "offline.toml"
+    offline.write_text('[storage]\ndir = "store"\n', encoding="utf-8")
+    cfg = ("--config", str(offline))
+    assert cli(capsys, "promo", "create", "OFFLINE", "--credits", "5", *cfg)[0] == 0
+    code, out, err = cli(capsys, "promo", "list", "--json", *cfg)
+    assert code == 0, err
+    assert [p["code"] for p in json.loads(out)] == ["OFFLINE"]
+    assert cli(capsys, "promo", "disable", "offline", *cfg)[0] == 0
+    assert cli(capsys, "broadcast", "list", "--json", *cfg)[1].strip() == "[]"
