@@ -21,6 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from neurocards.config import Config
+from neurocards.store.costs import kie_daily_spend_readonly
 from neurocards.store.schema import MIGRATIONS
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -227,8 +228,13 @@ async def telegram_check(client: httpx.AsyncClient, config: Config) -> Check:
     return Check("telegram token", "ok", f"@{username}")
 
 
+def _days_left(credits: float, spend: float) -> str:
+    return f" ≈ {credits / spend:.1f} days at the current spend ({spend:,.0f} credits/day)" if spend > 0 else ""
+
+
 async def kie_checks(client: httpx.AsyncClient, config: Config) -> list[Check]:
     checks = []
+    spend = kie_daily_spend_readonly(config.storage.database) if config.storage.database.exists() else 0.0
     for secret in config.kie.api_keys:
         key = secret.get_secret_value()
         name = f"kie key {_key_label(key)}"
@@ -250,8 +256,12 @@ async def kie_checks(client: httpx.AsyncClient, config: Config) -> list[Check]:
         elif credits < config.kie.low_balance_alert:
             checks.append(Check(name, "warn", f"balance {credits:g} credits: low (below kie.low_balance_alert"
                                 f" {config.kie.low_balance_alert:g})", "top up at https://kie.ai/billing"))
+        elif spend > 0 and credits / spend < config.kie.low_balance_days:
+            checks.append(Check(name, "warn", f"balance {credits:g} credits{_days_left(credits, spend)}: below"
+                                f" kie.low_balance_days ({config.kie.low_balance_days:g})",
+                                "top up at https://kie.ai/billing"))
         else:
-            checks.append(Check(name, "ok", f"balance {credits:g} credits"))
+            checks.append(Check(name, "ok", f"balance {credits:g} credits{_days_left(credits, spend)}"))
     return checks
 
 

@@ -142,3 +142,22 @@ async def test_a_task_recorded_twice_counts_once_and_reported_cost_wins(tmp_path
         assert (period.kie_tasks, period.kie_credits) == (1, 42.5)
     finally:
         await db.close()
+
+
+async def test_doctor_tells_how_many_days_the_kie_balance_lasts(harness: Harness) -> None:
+    from tests.test_doctor import _by_name, _doctor
+
+    harness.overrides = {"kie": {"low_balance_alert": 0, "low_balance_days": 3}}
+    harness.write_config()
+    db = await Database.open(harness.db_path)
+    try:
+        costs = CostStore(db, price_of=lambda backend, model: 500.0)
+        for i in range(4):  # 2,000 credits spent today
+            await costs.task_created(task_id=f"t{i}", job_id=None, backend="kie", model="veo3_fast", key_id="k")
+    finally:
+        await db.close()
+    harness.kie.credits = 5_000
+    result = await _doctor(harness, "--json")
+    kie = next(c for name, c in _by_name(result.stdout).items() if name.startswith("kie key"))
+    assert kie["status"] == "warn" and "≈ 2.5 days at the current spend" in kie["detail"]
+    assert "low_balance_days" in kie["detail"]

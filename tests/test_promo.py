@@ -212,6 +212,13 @@ def test_promo_commands_need_no_token_or_kie_keys(tmp_path: Path, capsys: pytest
     offline = tmp_path / "offline.toml"
     offline.write_text('[storage]\ndir = "store"\n', encoding="utf-8")
     cfg = ("--config", str(offline))
+    code, _, err = cli(capsys, "promo", "create", "OFFLINE", "--credits", "5", *cfg)
+    assert code != 0 and "store" in err  # no database yet: refused, none created by a typo'd path
+
+    async def bot_ran_once() -> None:
+        await (await Database.open(tmp_path / "store" / "neurocards.sqlite3")).close()
+
+    asyncio.run(bot_ran_once())
     assert cli(capsys, "promo", "create", "OFFLINE", "--credits", "5", *cfg)[0] == 0
     code, out, err = cli(capsys, "promo", "list", "--json", *cfg)
     assert code == 0, err

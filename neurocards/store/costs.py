@@ -7,13 +7,42 @@ is the configured price until KIE reports `creditsConsumed`, which then replaces
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from neurocards.store.db import Database
 
 PriceOf = Callable[[str, str], float]  # (backend, model) -> credits
+
+_SPEND = ("SELECT COALESCE(SUM(credits), 0) AS c, MIN(created_at) AS first FROM provider_tasks"
+          " WHERE backend = 'kie' AND created_at >= ?")
+
+
+def _per_day(row: sqlite3.Row | None, days: int, now: float) -> float:
+    if row is None or row["first"] is None:
+        return 0.0
+    # A bot younger than `days` days: average over the time it has been spending (at least a day).
+    span_days = max((now - float(row["first"])) / 86400, 1.0)
+    return float(row["c"]) / min(float(days), span_days)
+
+
+def kie_daily_spend_readonly(db_path: Path, days: int = 7) -> float:
+    """The same average, read without the bot's connection (for `neurocards doctor`)."""
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return 0.0
+    try:
+        conn.row_factory = sqlite3.Row
+        now = time.time()
+        return _per_day(conn.execute(_SPEND, (now - days * 86400,)).fetchone(), days, now)
+    except sqlite3.Error:  # an older schema without the table: nothing recorded yet
+        return 0.0
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -66,14 +95,8 @@ class CostStore:
     async def kie_daily_spend(self, days: int = 7, now: float | None = None) -> float:
         """Average KIE credits per day over the last `days` days (0 with no tasks)."""
         now = time.time() if now is None else now
-        row = await self.db.fetchone(
-            "SELECT COALESCE(SUM(credits), 0) AS c, MIN(created_at) AS first FROM provider_tasks"
-            " WHERE backend = 'kie' AND created_at >= ?", (now - days * 86400,))
-        if row is None or row["first"] is None:
-            return 0.0
-        # A bot younger than `days` days: average over the time it has been spending.
-        span_days = max((now - float(row["first"])) / 86400, 1.0)
-        return float(row["c"]) / min(float(days), span_days)
+        row = await self.db.fetchone(_SPEND, (now - days * 86400,))
+        return _per_day(row, days, now)
 
     async def period(self, since: float) -> PeriodCosts:
         kie = await self.db.fetchone(
