@@ -83,10 +83,11 @@ async def run_all(settings: Settings, only: set[str], results: dict[str, Any]) -
             settings, users_n=settings.single_account_users, accounts=False, name="stock")),
         ("orders", lambda: orders.orders(
             settings, sellers=settings.order_sellers, delay_s=settings.order_delay_s, edits=True,
-            name="orders", latency_rate=50, latency_s=settings.order_delay_s / 2)),
+            name="orders", latency_rate=min(50, settings.order_sellers), latency_s=settings.order_delay_s / 2)),
         ("orders_no_edits", lambda: orders.orders(
             settings, sellers=settings.order_sellers, delay_s=settings.order_delay_s, edits=False,
-            name="orders-off", latency_rate=50, latency_s=settings.order_delay_s / 2)),
+            name="orders-off", latency_rate=min(50, settings.order_sellers),
+            latency_s=settings.order_delay_s / 2)),
     ]
     for name, run in plan:
         if name not in only or (name == "throughput_stock" and settings.single_account_users <= 0):

@@ -76,7 +76,8 @@ async def orders(settings: Settings, *, sellers: int, delay_s: float, edits: boo
             except TimeoutError:
                 timed_out = True
             usage = cpu.result()
-        await asyncio.sleep(1.0)  # the last status edits and summaries
+        # The last status edits, then the summaries (each follows its order's final status edit).
+        await asyncio.sleep(interval + 2.0 if edits else 1.0)
         times = sorted(w.tg.video_times)
         status_posts = [c for c in w.tg.calls_of("sendMessage") if "📦 <b>Заказ" in str(c.params.get("text"))]
         status_ids = {c.result["message_id"] for c in status_posts if isinstance(c.result, dict)}
