@@ -115,7 +115,7 @@ class OrderStatusBoard:
         elif text != order.status_text:
             if order.status_message_id == 0:  # deleted by the seller or the chat blocked: nowhere to show it
                 await self.orders.set_status(order.id, message_id=0, text=text, at=now)
-            elif not await self._edit_allowed(order, now):
+            elif not await self._edit_allowed(order, now, final=progress.finished):
                 return  # the next pass shows the latest
             else:
                 await self._edit(order, text, now)
@@ -123,11 +123,12 @@ class OrderStatusBoard:
         if progress.finished and await self.orders.claim_summary(order.id):
             await self._summary(order, jobs, progress)
 
-    async def _edit_allowed(self, order: Order, now: float) -> bool:
-        """Not within the interval of the last edit, and only with rate to spare (videos first)."""
+    async def _edit_allowed(self, order: Order, now: float, *, final: bool) -> bool:
+        """Not within the interval of the last edit, and only with rate to spare (videos first);
+        the final edit of an order (one per order, the summary waits for it) needs no spare rate."""
         if now - (order.status_edited_at or 0.0) < self.config.orders.status_edit_interval_s:
             return False
-        return self.pacing is None or await self.pacing.acquire_spare(order.chat_id)
+        return final or self.pacing is None or await self.pacing.acquire_spare(order.chat_id)
 
     async def _post(self, order: Order, text: str, now: float) -> None:
         try:

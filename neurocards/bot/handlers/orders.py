@@ -25,6 +25,7 @@ from neurocards.store.users import User
 log = logging.getLogger("neurocards.bot")
 
 SHOWN_ORDERS = 5
+MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
 
 
 async def my_orders(query: CallbackQuery, svc: Services, order_status: OrderStatusBoard, user: User) -> None:
@@ -34,6 +35,8 @@ async def my_orders(query: CallbackQuery, svc: Services, order_status: OrderStat
         await show(query, texts.NO_OPEN_ORDERS, keyboards.menu_only())
         return
     screens = [render(order, await order_status.progress(order)) for order in open_orders]
+    while len(screens) > 1 and sum(len(s) + 2 for s in screens) > MAX_TEXT:  # the newest orders fit
+        screens.pop(0)
     await show(query, "\n\n".join(screens), keyboards.menu_only())
 
 
