@@ -161,3 +161,27 @@ async def test_doctor_tells_how_many_days_the_kie_balance_lasts(harness: Harness
     kie = next(c for name, c in _by_name(result.stdout).items() if name.startswith("kie key"))
     assert kie["status"] == "warn" and "≈ 2.5 days at the current spend" in kie["detail"]
     assert "low_balance_days" in kie["detail"]
+
+
+async def test_adopted_and_late_orphan_tasks_are_on_the_bill_once(tmp_path: Path) -> None:
+    """createTask's answer is lost; the job waits for the callback, gives up and pays a second task;
+    then the first task's callback arrives: confirmed by the provider, it goes on the bill too."""
+    from neurocards.providers.base import TaskState, TaskStatus
+    from tests.engine_kit import running_kit
+    from tests.test_engine_states import done, read_timeout
+
+    async with running_kit(tmp_path, callbacks=True, overrides={"kie": {"timeout_s": 0.3}}) as kit:
+        kit.engine.generation.costs = CostStore(kit.db, price_of=lambda backend, model: 60.0)
+        kit.provider.submit_faults.append(("after", read_timeout()))  # t1 made, its answer lost
+        [job_id] = await kit.order()
+        await kit.wait(done)
+        assert sorted(kit.provider.tasks) == ["t1", "t2"]
+        kit.provider.finish("t1")
+        status = TaskStatus(TaskState.SUCCESS, ("mem://video/t1",))
+        assert not await kit.engine.on_task_callback("t1", status, (job_id, 1))  # too late to adopt
+        assert not await kit.engine.on_task_callback("forged", status, (job_id, 1))  # unknown upstream
+        rows = await kit.db.fetchall("SELECT task_id, job_id, attempt, credits, outcome FROM provider_tasks"
+                                     " ORDER BY task_id")
+        assert [(r["task_id"], r["job_id"], r["credits"], r["outcome"]) for r in rows] == [
+            ("t1", job_id, 60.0, "success"), ("t2", job_id, 60.0, "success")]
+        assert sorted(r["attempt"] for r in rows) == [1, 2]
