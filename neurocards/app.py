@@ -19,6 +19,7 @@ from neurocards.bot.albums import AlbumCollector
 from neurocards.bot.billing import announce_referral_bonus
 from neurocards.bot.broadcaster import Broadcaster
 from neurocards.bot.commands import publish_commands
+from neurocards.bot.digest import DailyDigest
 from neurocards.bot.handlers.albums import AlbumDialogue
 from neurocards.bot.notifier import TelegramNotifier
 from neurocards.bot.order_status import OrderStatusBoard
@@ -132,8 +133,10 @@ class Application:
         self.watchdog = Watchdog(self.db, self.alerts, failure_rate=cfg.ops.failure_rate_alert,
                                  min_jobs=cfg.ops.failure_rate_min_jobs, heartbeat_age=self.metrics.heartbeat_age,
                                  max_heartbeat_age_s=cfg.ops.heartbeat_max_age_s)
+        self.digest = DailyDigest(self.bot, self.db, cfg.telegram.admin_ids, cfg.ops.digest_time)
         self.scheduler = build_scheduler(cfg, stack, engine=self.engine, watchdog=self.watchdog,
-                                         balance_watch=self.balance_watch if self.kie is not None else None)
+                                         balance_watch=self.balance_watch if self.kie is not None else None,
+                                         digest=self.digest)
         await publish_commands(self.bot, cfg.telegram.admin_ids)
         self._polling = asyncio.create_task(
             self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False,

@@ -24,6 +24,7 @@ from aiogram.enums import ParseMode
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from neurocards.bot.activity import ActivityMiddleware
+from neurocards.bot.digest import DailyDigest
 from neurocards.bot.fsm_storage import SQLiteStorage
 from neurocards.bot.handlers import (
     admin,
@@ -219,7 +220,7 @@ def build_dispatcher(config: Config, db: Database, services: Services) -> Dispat
 
 
 def build_scheduler(config: Config, stack: AsyncExitStack, *, engine: Engine, watchdog: Watchdog,
-                    balance_watch: BalanceWatch | None) -> AsyncIOScheduler:
+                    balance_watch: BalanceWatch | None, digest: DailyDigest | None = None) -> AsyncIOScheduler:
     """Periodic work, started."""
     scheduler = AsyncIOScheduler()
     every: dict[str, Any] = {"max_instances": 1, "coalesce": True}
@@ -230,6 +231,9 @@ def build_scheduler(config: Config, stack: AsyncExitStack, *, engine: Engine, wa
                           id="kie-balance", next_run_time=datetime.now(), **every)
     scheduler.add_job(sweep_storage, "interval", hours=24, args=[config], id="sweep", **every)
     scheduler.add_job(watchdog.check, "interval", seconds=60, id="watchdog", **every)
+    if digest is not None and digest.due_s is not None and config.telegram.admin_ids:
+        # Also at start-up: a restart after the digest time sends the day's digest if it is due.
+        scheduler.add_job(digest.run_due, "interval", seconds=60, id="digest", next_run_time=datetime.now(), **every)
     ops = config.ops
     if ops.backup_interval_h > 0 and ops.backup_dir is not None:
         scheduler.add_job(backup_database_async, "interval", hours=ops.backup_interval_h,

@@ -144,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="today and 7 days: users, videos, failures, credits")
     stats.add_argument("--json", action="store_true")
+    stats.add_argument("--png", metavar="FILE", help="also write the 14-day chart as a PNG")
     stats.add_argument("--config", default="config.toml")
     return parser
 
@@ -198,6 +199,12 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
     db = await Database.open(config.storage.database, create=False)
     try:
         periods = [await period_stats(db, 1), await period_stats(db, 7)]
+        if args.png:
+            from neurocards.services.digest_chart import render_chart
+            from neurocards.store.stats import daily_numbers
+
+            png = await asyncio.to_thread(render_chart, await daily_numbers(db, 14))
+            Path(args.png).write_bytes(png)
     finally:
         await db.close()
     if args.json:
@@ -214,6 +221,8 @@ async def _stats(config: Config, args: argparse.Namespace) -> int:
             print(f"  per delivered video: revenue ${m.revenue_per_video:.3f}, cost ${m.cost_per_video:.3f},"
                   f" margin ${m.margin_per_video:.3f}; {m.wasted_share:.0%} of the KIE cost went to failed"
                   " and doubled tasks")
+    if args.png:
+        print(f"chart of the last 14 days: {args.png}")
     return 0
 
 

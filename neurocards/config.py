@@ -73,6 +73,12 @@ def _host_port(value: str) -> str:
     return value
 
 
+def _clock_time(value: str) -> str:
+    if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError('must look like "09:00" (24-hour, UTC) or be ""')
+    return value
+
+
 FilePath = Annotated[Path, BeforeValidator(_relative_to_file)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_relative_to_file), BeforeValidator(_empty_is_none)]
 HostPort = Annotated[str, Strict(), AfterValidator(_host_port)]
@@ -218,6 +224,8 @@ class OpsConfig(Section):
     failure_rate_alert: Float = 0.5  # share of failed videos over 15 min that alerts the admins (0: off)
     failure_rate_min_jobs: PositiveInt = 10
     sentry_dsn: SecretStr = SecretStr("")
+    # The owner's daily digest (chart + numbers) to every admin at this UTC time; "" switches it off.
+    digest_time: Annotated[str, Strict(), AfterValidator(_clock_time)] = "09:00"
 
 
 class LimitsConfig(Section):

@@ -66,7 +66,7 @@ def config_text(tg: FakeTelegram, kie: FakeKie, *, overrides: dict[str, dict[str
         "credits": {"welcome": 30, "per_video": 10},
         "generation": {"max_parallel": 20, "dispatch_interval_s": 0.05},
         "limits": {"videos_per_day": 0, "min_seconds_between_orders": 0, "max_jobs_in_flight": 0},
-        "ops": {"listen": "127.0.0.1:0", "backup_interval_h": 0},
+        "ops": {"listen": "127.0.0.1:0", "backup_interval_h": 0, "digest_time": ""},
         "generation.retry": {"temporary_delays_s": [0.05, 0.1, 0.2, 0.4], "rate_limit_delays_s": [0.1, 0.2, 0.4],
                              "jitter": 0.0, "delivery_delays_s": [0.05, 0.1], "queue_notice_after_s": 300},
     }

@@ -22,7 +22,7 @@ from neurocards.services.costs import BalanceForecast, Margin
 from neurocards.services.orders import BalanceView
 from neurocards.services.support import ID_MARKER, RecentJob
 from neurocards.store.broadcasts import Counts as BroadcastCounts
-from neurocards.store.stats import PeriodStats, UserReport
+from neurocards.store.stats import DayNumbers, PeriodStats, UserReport
 from neurocards.store.users import User
 
 # ---- buttons -------------------------------------------------------------
@@ -976,3 +976,23 @@ def support_reply_sent(user_id: int) -> str:
 
 def support_reply_failed(user_id: int, reason: str) -> str:
     return f"⚠️ Ответ продавцу {user_id} не доставлен ({escape(reason)}): возможно, он заблокировал бота."
+
+
+# ---- the owner's daily digest ----------------------------------------------------------
+def _day_line(d: DayNumbers) -> str:
+    fails = ", ".join(f"{escape(c)} {n}" for c, n in sorted(d.failures_by_class.items())) or "0"
+    return (f"✅ Видео: {d.delivered}  ❌ Ошибки: {fails}\n"
+            f"⭐ Выручка: {d.revenue_stars}  👥 Новых: {d.new_users}\n"
+            f"💳 Списано: {d.credits_charged} кр., возвращено: {d.credits_refunded} кр.")
+
+
+def daily_digest(yesterday: DayNumbers, today: DayNumbers, now_hm: str) -> str:
+    def day(d: DayNumbers) -> str:
+        return f"{d.day[8:10]}.{d.day[5:7]}"
+
+    return (f"📊 <b>Итоги за {day(yesterday)}</b>\n{_day_line(yesterday)}\n\n"
+            f"<b>Сегодня, {day(today)}, к {now_hm} UTC</b>\n{_day_line(today)}\n\n"
+            "На графике — последние 14 дней.")
+
+
+ADMIN_STATS_CHART = "📈 Последние 14 дней"

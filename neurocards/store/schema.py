@@ -537,6 +537,12 @@ MIGRATIONS: list[str] = [
         caption         TEXT,
         received_at     REAL NOT NULL,
         PRIMARY KEY (chat_id, message_id)
+    """,
+    # 12: the owner's daily digest, at most once per day whatever restarts happen
+    """
+    CREATE TABLE digests_sent (
+        day      TEXT PRIMARY KEY,   -- YYYY-MM-DD (UTC) the digest was due
+        sent_at  REAL NOT NULL
     );
     """,
     # 12: a user an admin credited or banned before their first /start is "not yet seen": the

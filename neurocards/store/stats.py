@@ -99,3 +99,51 @@ async def record_admin_action(db: Database, *, admin_id: int | None, action: str
     await db.execute(
         "INSERT INTO admin_audit (admin_id, action, user_id, detail, at) VALUES (?, ?, ?, ?, ?)",
         (admin_id, action, user_id, detail, time.time()))
+
+
+@dataclass(frozen=True)
+class DayNumbers:
+    """One UTC day of the business, as the owner's daily digest shows it."""
+
+    day: str  # YYYY-MM-DD (UTC)
+    delivered: int
+    failures_by_class: dict[str, int]
+    revenue_stars: int  # Stars paid that day, refunded payments left out
+    new_users: int
+    credits_charged: int
+    credits_refunded: int
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures_by_class.values())
+
+
+async def daily_numbers(db: Database, days: int = 14, now: float | None = None) -> list[DayNumbers]:
+    """The last `days` UTC days, oldest first, today included (so far). Every number of the
+    digest comes from here: add a field and a query to show another one."""
+    now = time.time() if now is None else now
+    since = (now - now % 86400) - (days - 1) * 86400
+    day_names = [time.strftime("%Y-%m-%d", time.gmtime(since + i * 86400)) for i in range(days)]
+
+    async def per_day(sql: str) -> dict[str, int]:
+        return {r["d"]: int(r["n"] or 0) for r in await db.fetchall(sql, (since,))}
+
+    delivered = await per_day("SELECT date(finished_at, 'unixepoch') AS d, COUNT(*) AS n FROM jobs"
+                              " WHERE state = 'done' AND finished_at >= ? GROUP BY d")
+    revenue = await per_day("SELECT date(created_at, 'unixepoch') AS d, SUM(stars) AS n FROM payments"
+                            " WHERE status != 'refunded' AND created_at >= ? GROUP BY d")
+    new_users = await per_day("SELECT date(first_seen, 'unixepoch') AS d, COUNT(*) AS n FROM users"
+                              " WHERE first_seen >= ? GROUP BY d")
+    charged = await per_day("SELECT date(created_at, 'unixepoch') AS d, -SUM(delta) AS n FROM credit_ledger"
+                            " WHERE reason = 'job_charge' AND created_at >= ? GROUP BY d")
+    refunded = await per_day("SELECT date(created_at, 'unixepoch') AS d, SUM(delta) AS n FROM credit_ledger"
+                             " WHERE reason = 'job_refund' AND created_at >= ? GROUP BY d")
+    failures: dict[str, dict[str, int]] = {}
+    for r in await db.fetchall(
+            "SELECT date(finished_at, 'unixepoch') AS d, COALESCE(error_class, 'unknown') AS c, COUNT(*) AS n"
+            " FROM jobs WHERE state = 'failed' AND finished_at >= ? GROUP BY d, c", (since,)):
+        failures.setdefault(r["d"], {})[r["c"]] = int(r["n"])
+    return [DayNumbers(day=d, delivered=delivered.get(d, 0), failures_by_class=failures.get(d, {}),
+                       revenue_stars=revenue.get(d, 0), new_users=new_users.get(d, 0),
+                       credits_charged=charged.get(d, 0), credits_refunded=refunded.get(d, 0))
+            for d in day_names]

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from aiogram import Bot, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, Filter
-from aiogram.types import Message
+from aiogram.types import BufferedInputFile, Message
 
 from neurocards.bot import texts
+from neurocards.bot.digest import chart_png
 from neurocards.services import Services
 from neurocards.services.admin import ban_user, unban_user
 from neurocards.services.costs import forecast, margin
@@ -151,6 +152,8 @@ async def stats_cmd(message: Message, svc: Services) -> None:
     balance = await forecast(svc.kie_balance, svc.costs)
     await message.answer(texts.admin_stats(today, week, keys, (margin(today, svc.config), margin(week, svc.config)),
                                            balance))
+    await message.answer_photo(BufferedInputFile(await chart_png(svc.db), "neurocards_stats.png"),
+                               caption=texts.ADMIN_STATS_CHART)
 
 
 def make_router(admin_ids: tuple[int, ...]) -> Router:

@@ -1,0 +1,57 @@
+"""The owner's daily digest: at `ops.digest_time` (UTC) each admin gets one photo, the 14-day
+chart, with the day's numbers under it. Checked every minute and at start-up; the day is
+claimed in the database before anything is sent, so restarts never send it twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BufferedInputFile
+
+from neurocards.bot import texts
+from neurocards.services.digest_chart import render_chart
+from neurocards.store.db import Database
+from neurocards.store.stats import daily_numbers
+
+log = logging.getLogger("neurocards.digest")
+
+CHART_DAYS = 14
+
+
+async def chart_png(db: Database, now: float | None = None) -> bytes:
+    return await asyncio.to_thread(render_chart, await daily_numbers(db, CHART_DAYS, now))
+
+
+class DailyDigest:
+    def __init__(self, bot: Bot, db: Database, admin_ids: tuple[int, ...], digest_time: str) -> None:
+        self.bot = bot
+        self.db = db
+        self.admin_ids = admin_ids
+        hours, _, minutes = digest_time.partition(":")
+        self.due_s = int(hours) * 3600 + int(minutes) * 60 if digest_time else None
+
+    async def run_due(self, now: float | None = None) -> bool:
+        """Send today's digest if it is due and not sent yet; True if it was sent now."""
+        now = time.time() if now is None else now
+        if self.due_s is None or not self.admin_ids or now % 86400 < self.due_s:
+            return False
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        claimed = await self.db.execute("INSERT OR IGNORE INTO digests_sent (day, sent_at) VALUES (?, ?)",
+                                        (day, now))
+        if not claimed:
+            return False
+        numbers = await daily_numbers(self.db, CHART_DAYS, now)
+        png = await asyncio.to_thread(render_chart, numbers)
+        caption = texts.daily_digest(numbers[-2], numbers[-1], time.strftime("%H:%M", time.gmtime(now)))
+        for admin_id in self.admin_ids:
+            try:
+                await self.bot.send_photo(admin_id, BufferedInputFile(png, f"neurocards_{day}.png"),
+                                          caption=caption)
+            except TelegramAPIError as exc:  # an unreachable admin must not stop the others
+                log.warning("digest to admin %d failed: %s", admin_id, type(exc).__name__)
+        log.info("daily digest for %s sent to %d admins", day, len(self.admin_ids))
+        return True
