@@ -795,6 +795,9 @@ PHOTO_SHORT_PROBLEMS = {
     "format": "формат не JPG/PNG/WebP",
     "too_small": "слишком маленькое",
     "too_large": "больше 20 МБ",
+    "too_many_pixels": "больше 50 мегапикселей",
+    "animated": "анимация, а не фото",
+    "damaged": "картинка повреждена",
     "download": "Telegram не отдал фото",
 }
 ALBUM_NOTHING_USABLE = ("😕 В альбоме не нашлось подходящих фото товара. Пришлите фото (JPG, PNG или WebP, "
