@@ -537,6 +537,7 @@ MIGRATIONS: list[str] = [
         caption         TEXT,
         received_at     REAL NOT NULL,
         PRIMARY KEY (chat_id, message_id)
+    );
     """,
     # 12: the owner's daily digest, at most once per day whatever restarts happen
     """
