@@ -539,13 +539,6 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (chat_id, message_id)
     );
     """,
-    # 12: the owner's daily digest, at most once per day whatever restarts happen
-    """
-    CREATE TABLE digests_sent (
-        day      TEXT PRIMARY KEY,   -- YYYY-MM-DD (UTC) the digest was due
-        sent_at  REAL NOT NULL
-    );
-    """,
     # 12: a user an admin credited or banned before their first /start is "not yet seen": the
     # first visit still brings the welcome gift and the referral, and counts them as new then.
     """
@@ -610,5 +603,12 @@ MIGRATIONS: list[str] = [
         completion_tokens  INTEGER NOT NULL CHECK (completion_tokens >= 0)
     );
     CREATE INDEX openai_usage_at ON openai_usage(at);
+    """,
+    # 14: the owner's daily digest, at most once per day whatever restarts happen
+    """
+    CREATE TABLE digests_sent (
+        day      TEXT PRIMARY KEY,   -- YYYY-MM-DD (UTC) the digest was due
+        sent_at  REAL NOT NULL
+    );
     """,
 ]

@@ -133,7 +133,7 @@ async def daily_numbers(db: Database, days: int = 14, now: float | None = None) 
     revenue = await per_day("SELECT date(created_at, 'unixepoch') AS d, SUM(stars) AS n FROM payments"
                             " WHERE status != 'refunded' AND created_at >= ? GROUP BY d")
     new_users = await per_day("SELECT date(first_seen, 'unixepoch') AS d, COUNT(*) AS n FROM users"
-                              " WHERE first_seen >= ? GROUP BY d")
+                              " WHERE seen = 1 AND first_seen >= ? GROUP BY d")
     charged = await per_day("SELECT date(created_at, 'unixepoch') AS d, -SUM(delta) AS n FROM credit_ledger"
                             " WHERE reason = 'job_charge' AND created_at >= ? GROUP BY d")
     refunded = await per_day("SELECT date(created_at, 'unixepoch') AS d, SUM(delta) AS n FROM credit_ledger"
