@@ -14,6 +14,7 @@ from PIL import Image
 
 from neurocards.providers.base import VideoRequest
 from neurocards.providers.kie_models import get_adapter
+from neurocards.providers.video_tools import mp4_video_size
 from tests.fakes.telegram_user import FakeUser
 from tests.harness import Harness, videos, walk_to_confirm
 
@@ -141,3 +142,11 @@ def test_every_model_with_a_shape_field_is_given_one(aspect: str) -> None:
         ("landscape" if aspect == "16:9" else "portrait")
     assert body("bytedance/seedance-1.5-pro")["input"]["aspect_ratio"] == aspect
     assert get_adapter("kling-2.6/image-to-video").output_aspect(aspect) == aspect  # via the photo
+
+
+def test_the_size_is_read_from_the_mp4_header_without_ffmpeg(tmp_path: Path) -> None:
+    video = tmp_path / "v.mp4"
+    video.write_bytes(make_mp4(180, 320))
+    assert mp4_video_size(video) == (180, 320)
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"not a movie")
+    assert mp4_video_size(video) is None

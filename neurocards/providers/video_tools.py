@@ -70,16 +70,6 @@ async def compress_to_fit(src: Path, dest: Path, max_bytes: int, *, timeout_s: f
     return None
 
 
-_VIDEO_SIZE = re.compile(rb"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5})")
-
-
-async def video_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of the first video stream, or None when ffmpeg cannot read the file."""
-    _, err = await _run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], 30)
-    match = _VIDEO_SIZE.search(err)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
 async def reshape(src: Path, dest: Path, width: int, height: int, *, pad: bool,
                   timeout_s: float = 300) -> bool:
     """Re-encode `src` as width x height: centre-cropped, or (`pad`) fitted over a blurred copy
@@ -104,3 +94,71 @@ async def reshape(src: Path, dest: Path, width: int, height: int, *, pad: bool,
         return False
     part.replace(dest)
     return True
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(type, payload start, box end) of the ISO-BMFF boxes in data[start:end]."""
+    pos = start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        header = 8
+        if size == 1 and pos + 16 <= end:
+            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def mp4_video_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the first video track from the MP4's own header (tkhd), read in Python:
+    no ffmpeg process for the common case, and only the `moov` box is read into memory.
+    None when the file has no such header."""
+    try:
+        moov = _read_moov(path)
+    except OSError:
+        return None
+    if moov is None:
+        return None
+    for trak, t_start, t_end in _boxes(moov, 0, len(moov)):
+        if trak != b"trak":
+            continue
+        for box, b_start, b_end in _boxes(moov, t_start, t_end):
+            offset = b_start + (88 if moov[b_start:b_start + 1] == b"\x01" else 76)  # v1: 64-bit times
+            if box != b"tkhd" or offset + 8 > b_end:
+                continue
+            width = int.from_bytes(moov[offset:offset + 4], "big") >> 16
+            height = int.from_bytes(moov[offset + 4:offset + 8], "big") >> 16
+            if width and height:  # audio tracks have 0 x 0
+                return width, height
+    return None
+
+
+MAX_MOOV_BYTES = 64 * 1024 * 1024
+
+
+def _read_moov(path: Path) -> bytes | None:
+    """The payload of the top-level `moov` box, found by hopping over the other boxes."""
+    with path.open("rb") as f:
+        end = f.seek(0, 2)
+        pos = 0
+        while pos + 8 <= end:
+            f.seek(pos)
+            head = f.read(16)
+            size, kind, header = int.from_bytes(head[:4], "big"), head[4:8], 8
+            if size == 1 and len(head) == 16:
+                size, header = int.from_bytes(head[8:16], "big"), 16
+            elif size == 0:
+                size = end - pos
+            if size < header or pos + size > end:
+                return None
+            if kind == b"moov":
+                if size > MAX_MOOV_BYTES:
+                    return None
+                f.seek(pos + header)
+                return f.read(size - header)
+            pos += size
+    return None

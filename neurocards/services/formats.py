@@ -19,8 +19,7 @@ from PIL import Image
 
 from neurocards.config import FORMATS
 from neurocards.providers.base import VideoProvider
-from neurocards.providers.sandbox import compose_image
-from neurocards.providers.video_tools import compress_to_fit, reshape, video_size
+from neurocards.providers.video_tools import compress_to_fit, mp4_video_size, reshape
 
 log = logging.getLogger("neurocards.formats")
 
@@ -58,6 +57,10 @@ def photo_in_shape(data: bytes, aspect: str) -> bytes | None:
     long = min(max(width, height), PHOTO_LONG_SIDE)
     r = ratio(aspect)
     size = (long, _even(long / r)) if r >= 1 else (_even(long * r), long)
+    from neurocards.providers.sandbox import (
+        compose_image,  # Pillow's drawing modules: only when used
+    )
+
     out = io.BytesIO()
     compose_image(io.BytesIO(data), *size).save(out, "JPEG", quality=92)
     return out.getvalue()
@@ -78,9 +81,10 @@ async def fit_video(path: Path, aspect: str, max_bytes: int) -> str | None:
 
     Returns what was done (for the job's events), or None when nothing was needed. A file ffmpeg
     cannot read is left alone: delivery decides what to do with it."""
-    size = await video_size(path)
+    # The MP4's own header first: most results already have the shape and need no ffmpeg at all.
+    size = await asyncio.to_thread(mp4_video_size, path)
     if size is None:
-        log.warning("%s: not a readable video, left as it is", path.name)
+        log.warning("%s: no MP4 video header, left as it is", path.name)
         return None
     done: list[str] = []
     if not _same_shape(*size, aspect):
