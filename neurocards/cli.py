@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -497,6 +498,10 @@ def _offline(config: Config, args: argparse.Namespace) -> int:
         return _backup_or_restore(config, args)
     except DatabaseUnavailable as exc:
         _refuse(str(exc), as_json=getattr(args, "json", False))
+        return 1
+    except sqlite3.OperationalError as exc:  # e.g. locked past the busy timeout by a stuck writer
+        _refuse(f"database {config.storage.database}: {exc} (the bot may be busy writing); try again",
+                as_json=getattr(args, "json", False))
         return 1
 
 

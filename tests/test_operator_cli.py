@@ -3,13 +3,16 @@ get one clear line, and nothing is created or changed by a mistake."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
+from neurocards.cli import main
 from tests.harness import Harness
 from tests.test_cli import BASE_CONFIG, create_database, run_cli
 
@@ -82,14 +85,25 @@ def test_mistyped_database_path_is_refused_not_created(config_file: Path, tmp_pa
     (("user", "ban", "-3"), "user id"),
     (("user", "info", "18446744073709551616"), "user id"),
 ])
-def test_out_of_range_ids_and_amounts_get_one_line(config_file: Path, tmp_path: Path, args: tuple[str, ...],
-                                                    needle: str) -> None:
-    result = run_cli(*args, "--config", str(config_file), cwd=tmp_path)
-    assert result.returncode == 2, result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr, result.stderr
-    shown = run_cli("credits", "show", "5", "--json", "--config", str(config_file), cwd=tmp_path)
-    assert json.loads(shown.stdout)["exists"] is False  # nothing was written for anyone
+def test_out_of_range_ids_and_amounts_get_one_line(config_file: Path, args: tuple[str, ...], needle: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--config", str(config_file)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+    conn = sqlite3.connect(config_file.parent / "store" / "bot.sqlite3")
+    try:  # nothing was written for anyone
+        assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_the_issues_literal_command_as_a_subprocess(config_file: Path, tmp_path: Path) -> None:
+    result = run_cli("credits", "add", "5", "99999999999999999999", "--config", str(config_file), cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "amount" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_json_stays_json_for_errors(config_file: Path, tmp_path: Path) -> None:
@@ -127,11 +141,11 @@ async def test_credit_and_ban_ahead_keep_the_first_visit(harness: Harness) -> No
         assert harness.app is not None
         code = await harness.app.services.referrals.store.code_for(6100)
     cfg = str(harness.config_path)
-    added = run_cli("credits", "add", "6101", "50", "--config", cfg, cwd=harness.tmp)
+    added = await asyncio.to_thread(run_cli, "credits", "add", "6101", "50", "--config", cfg, cwd=harness.tmp)
     assert added.returncode == 0, added.stderr
-    stats = json.loads(run_cli("stats", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    stats = json.loads((await asyncio.to_thread(run_cli, "stats", "--json", "--config", cfg, cwd=harness.tmp)).stdout)
     assert stats["today"]["new_users"] == 1  # the credited id is not a "new user" yet
-    shown = run_cli("credits", "show", "6101", "--config", cfg, cwd=harness.tmp)
+    shown = await asyncio.to_thread(run_cli, "credits", "show", "6101", "--config", cfg, cwd=harness.tmp)
     assert "has not started the bot yet" in shown.stdout
 
     seller = harness.tg.user(6101, "Продавец")
@@ -141,18 +155,18 @@ async def test_credit_and_ban_ahead_keep_the_first_visit(harness: Harness) -> No
     assert harness.ledger(6101) == [(50, "admin"), (30, "welcome")]
     row = harness.query("SELECT referrer_id, seen, username FROM users WHERE id = 6101")[0]
     assert (row["referrer_id"], row["seen"]) == (6100, 1)
-    stats = json.loads(run_cli("stats", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    stats = json.loads((await asyncio.to_thread(run_cli, "stats", "--json", "--config", cfg, cwd=harness.tmp)).stdout)
     assert stats["today"]["new_users"] == 2
 
 
 async def test_ban_ahead_is_no_phantom_user(harness: Harness) -> None:
     await harness.start()
     cfg = str(harness.config_path)
-    banned = run_cli("user", "ban", "6102", "--config", cfg, cwd=harness.tmp)
+    banned = await asyncio.to_thread(run_cli, "user", "ban", "6102", "--config", cfg, cwd=harness.tmp)
     assert banned.returncode == 0 and "banned" in banned.stdout, banned.stderr
-    info = json.loads(run_cli("user", "info", "6102", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    info = json.loads((await asyncio.to_thread(run_cli, "user", "info", "6102", "--json", "--config", cfg, cwd=harness.tmp)).stdout)
     assert info["banned"] is True and info["seen"] is False
-    stats = json.loads(run_cli("stats", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    stats = json.loads((await asyncio.to_thread(run_cli, "stats", "--json", "--config", cfg, cwd=harness.tmp)).stdout)
     assert stats["today"]["new_users"] == 0
     seller = harness.tg.user(6102)
     cursor = seller.cursor()
