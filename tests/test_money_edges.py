@@ -137,6 +137,12 @@ async def test_a_one_credit_referral_bonus_is_paid_on_the_first_video(db: Databa
     assert (await referrals.stats(SELLER)).earned == 1
 
 
+async def test_a_bonus_on_the_first_payment_is_not_paid_for_a_video(db: Database) -> None:
+    await invited(db)
+    assert await shop(db, bonus=20, bonus_on="first_payment").referrals.on_video_delivered(FRIEND) is None
+    assert await UserStore(db).balance(SELLER) == 0
+
+
 async def test_no_referral_bonus_when_the_bonus_is_zero(db: Database) -> None:
     await invited(db)
     assert await shop(db, bonus=0, bonus_on="first_video").referrals.on_video_delivered(FRIEND) is None
@@ -153,6 +159,21 @@ async def test_a_refund_with_nothing_spent_goes_through_under_the_refuse_policy(
     done = await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=telegram)
     assert telegram.calls == [(SELLER, "ch-1")]
     assert (done.removed, done.balance, done.payment.status) == (120, 0, "refunded")
+    assert done.payment.refunded_at is not None and done.payment.refunded_by == 1  # the statement shows it
+    [row] = [r for r in await UserStore(db).ledger(SELLER) if r.reason == "payment_refund"]
+    assert (row.delta, row.admin_id, row.note) == (-120, 1, "ch-1")  # who refunded which charge
+
+
+async def test_finishing_a_refund_twice_takes_the_credits_once(db: Database) -> None:
+    """A crash after the ledger write, then the claim taken over: the second finish changes nothing."""
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    await add_credits(db, UserStore(db), SELLER, 5)
+    payment = await payments.store.by_charge(SELLER, "ch-1")
+    first = await payments.store.finish_refund(payment.id, admin_id=1)
+    again = await payments.store.finish_refund(payment.id, admin_id=2)
+    assert (first.removed, first.balance) == (120, 5)
+    assert (again.removed, again.balance, again.payment.refunded_by) == (0, 5, 1)
 
 
 async def test_a_refund_of_one_spent_credit_is_refused_under_the_refuse_policy(db: Database) -> None:
@@ -254,3 +275,13 @@ async def test_a_cancelled_job_cannot_be_moved_on(db: Database) -> None:
     with pytest.raises(KeyError):
         await jobs.update(10_000, state=JobState.SUBMITTING)
     assert await users.balance(SELLER) == 30
+
+
+async def test_the_profile_lists_the_latest_purchases_newest_first_with_the_total(db: Database) -> None:
+    payments = shop(db)
+    for n in range(12):
+        await pay(payments, SELLER, ONE, charge_id=f"ch-{n}")
+    await pay(payments, FRIEND, PACK, charge_id="friend")
+    latest, total = await payments.store.history(SELLER, limit=10)
+    assert total == 12 and [p.telegram_payment_charge_id for p in latest] == [f"ch-{n}" for n in range(11, 1, -1)]
+    assert await payments.store.history(10_000) == ([], 0)

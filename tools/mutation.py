@@ -18,6 +18,7 @@ checks that a named case of tests/test_failures.py notices.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -105,22 +106,65 @@ def results(modules: list[str]) -> list[ModuleResult]:
     return out
 
 
+SQL_WORDS = re.compile(r"\b(select|insert|update|delete|from|where|order by|count)\b", re.I)
+ROW_KEY = re.compile(r"\[\"\w+\"\]")
+
+
+def changed_lines(path: str) -> dict[str, tuple[str, str]]:
+    """mutant name -> (original line, mutated line), read from mutmut's copy of the module."""
+    source = (ROOT / "mutants" / path).read_text(encoding="utf-8")
+    bodies: dict[str, list[str]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "__mutmut_" in node.name:
+            segment = ast.get_source_segment(source, node) or ""
+            bodies[node.name] = segment.splitlines()[1:]  # without the def line (its name differs)
+    out = {}
+    for name, body in bodies.items():
+        base, _, number = name.rpartition("__mutmut_")
+        original = bodies.get(base + "__mutmut_orig")
+        if number == "orig" or original is None:
+            continue
+        pairs = [(a, b) for a, b in zip(original, body, strict=False) if a != b]
+        if len(pairs) == 1:
+            out[module_of(path) + "." + name] = (pairs[0][0].strip(), pairs[0][1].strip())
+    return out
+
+
+def case_only(change: tuple[str, str] | None) -> bool:
+    """SQLite ignores the case of keywords and names, sqlite3.Row the case of its keys: a mutant
+    that only changes the letter case of such a string (with no quoted value inside) is equivalent."""
+    if change is None:
+        return False
+    old, new = change
+    return (old != new and old.lower() == new.lower()
+            and re.findall(r"'[^']*'", old) == re.findall(r"'[^']*'", new)  # quoted values unchanged
+            and bool(SQL_WORDS.search(old) or ROW_KEY.search(old)))
+
+
 def report(modules: list[str]) -> int:
     rows = results(modules)
-    print("| module | mutants | killed | survived | no tests | not run | score | marked equivalent |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| module | mutants | killed | survived | no tests | equivalent (letter case of SQL) | not run |"
+          " score | lines marked `no mutate` |")
+    print("|---|---|---|---|---|---|---|---|---|")
     total: Counter[str] = Counter()
+    listed: list[tuple[str, str, tuple[str, str] | None]] = []
     for r in rows:
+        changes = changed_lines(r.path) if (ROOT / "mutants" / r.path).exists() else {}
+        equivalent = [n for n in r.survivors if case_only(changes.get(n))]
+        real = [n for n in r.survivors if n not in equivalent]
+        killed, tested = r.counts["killed"], r.tested - len(equivalent)
         total.update(r.counts)
-        score = f"{r.score:.1f} %" if r.score is not None else "—"
-        print(f"| {r.path} | {sum(r.counts.values())} | {r.counts['killed']} | {r.counts['survived']} |"
-              f" {r.counts['no tests']} | {r.counts['not run']} | {score} | {r.equivalent} |")
-    tested = total["killed"] + total["survived"] + total["no tests"]
+        total["equivalent"] += len(equivalent)
+        score = f"{100.0 * killed / tested:.1f} %" if tested else "—"
+        print(f"| {r.path} | {sum(r.counts.values())} | {killed} | {r.counts['survived']} |"
+              f" {r.counts['no tests']} | {len(equivalent)} | {r.counts['not run']} | {score} | {r.equivalent} |")
+        listed += [(n, "survivor", changes.get(n)) for n in real]
+    tested = total["killed"] + total["survived"] + total["no tests"] - total["equivalent"]
     if tested:
-        print(f"\nkilled {total['killed']} of {tested} run mutants: {100.0 * total['killed'] / tested:.1f} %")
-    for r in rows:
-        for name in r.survivors:
-            print("survivor:", name)
+        print(f"\nkilled {total['killed']} of {tested} run, non-equivalent mutants: "
+              f"{100.0 * total['killed'] / tested:.1f} %")
+    for name, what, change in listed:
+        print(f"{what}: {name}" + (f"\n    - {change[0]}\n    + {change[1]}" if change else ""))
     return 0
 
 

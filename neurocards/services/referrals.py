@@ -51,7 +51,7 @@ class Referrals:
     async def on_video_delivered(self, user_id: int) -> ReferralBonus | None:
         """Engine hook for bonus_on = "first_video": grants (once) and tells the inviter."""
         rules = self.config.referrals
-        if rules.bonus_on != "first_video" or rules.bonus_credits <= 0:
+        if rules.bonus_on != "first_video" or rules.bonus_credits <= 0:  # pragma: no mutate - equivalent: "< 0" grants 0, which the store refuses
             return None
         bonus = await self.store.grant(user_id, rules.bonus_credits)
         if bonus is not None:
