@@ -26,8 +26,10 @@ from neurocards.services.payments import (
     StarRefundFailed,
 )
 from neurocards.services.referrals import Referrals
+from neurocards.store.activity import ActivityStore
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobFinished, JobState, JobStore
+from neurocards.store.ledger import balance_in
 from neurocards.store.payments import PaymentStore
 from neurocards.store.referrals import ReferralStore
 from neurocards.store.users import ProductStore, UserStore
@@ -48,7 +50,8 @@ def shop(db: Database, *, refund_when_spent: str = "refuse", bonus: int = 20,
          bonus_on: str = "first_payment") -> Payments:
     config: Any = SimpleNamespace(payments=PaymentsConfig(packs=(ONE, PACK), refund_when_spent=refund_when_spent),
                                   referrals=ReferralsConfig(bonus_credits=bonus, bonus_on=bonus_on))
-    return Payments(config, PaymentStore(db), UserStore(db), Referrals(config, ReferralStore(db)))
+    return Payments(config, PaymentStore(db), UserStore(db), Referrals(config, ReferralStore(db)),
+                    activity=ActivityStore(db, flush_delay_s=0))
 
 
 async def pay(payments: Payments, user_id: int, pack: CreditPack, charge_id: str = "ch-1"):
@@ -57,12 +60,13 @@ async def pay(payments: Payments, user_id: int, pack: CreditPack, charge_id: str
 
 
 async def invited(db: Database) -> None:
-    """FRIEND came through SELLER's invite link."""
+    """FRIEND came through SELLER's invite link (a second link later changes nothing)."""
     users = UserStore(db)
-    await users.touch(SELLER, username=None, first_name="S", language="ru", welcome_credits=0)
-    await users.touch(FRIEND, username=None, first_name="F", language="ru", welcome_credits=0)
+    for user_id in (SELLER, FRIEND, 503):
+        await users.touch(user_id, username=None, first_name="S", language="ru", welcome_credits=0)
     code = await ReferralStore(db).code_for(SELLER)
     assert await ReferralStore(db).attach(FRIEND, code) == SELLER
+    assert await ReferralStore(db).attach(FRIEND, await ReferralStore(db).code_for(503)) is None
 
 
 class Telegram:
@@ -162,6 +166,11 @@ async def test_a_refund_with_nothing_spent_goes_through_under_the_refuse_policy(
     assert done.payment.refunded_at is not None and done.payment.refunded_by == 1  # the statement shows it
     [row] = [r for r in await UserStore(db).ledger(SELLER) if r.reason == "payment_refund"]
     assert (row.delta, row.admin_id, row.note) == (-120, 1, "ch-1")  # who refunded which charge
+    await payments.activity.flush()
+    audit = await db.fetchall("SELECT admin_id, action, user_id, detail FROM admin_audit")
+    assert [tuple(a) for a in audit] == [(1, "payment_refund", SELLER, "ch-1: 100 stars, -120 credits")]
+    activity = await db.fetchall("SELECT user_id, action, detail FROM activity WHERE action = 'payment_refund'")
+    assert [tuple(a) for a in activity] == [(SELLER, "payment_refund", "m 100")]  # the dashboard counts it
 
 
 async def test_finishing_a_refund_twice_takes_the_credits_once(db: Database) -> None:
@@ -194,7 +203,7 @@ async def test_a_fully_spent_pack_is_refunded_under_allow_and_the_payment_closes
     done = await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram())
     assert (done.removed, done.balance, done.payment.status) == (0, 0, "refunded")
     assert done.payment.refunded_credits == 0
-    with pytest.raises(AlreadyRefunded):
+    with pytest.raises(AlreadyRefunded, match="ch-1"):
         await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram())
 
 
@@ -220,13 +229,22 @@ async def test_telegram_refusing_the_refund_keeps_the_payment_and_the_credits(db
     assert done.payment.status == "refunded"
 
 
+async def test_a_network_error_during_the_stars_refund_leaves_the_payment_retryable(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK)
+    with pytest.raises(TimeoutError):
+        await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram(TimeoutError()))  # type: ignore[arg-type]
+    assert (await payments.store.by_charge(SELLER, "ch-1")).status == "paid"
+    assert (await payments.refund(SELLER, "ch-1", admin_id=1, refund_stars=Telegram())).balance == 0
+
+
 async def test_two_admins_refunding_at_once_call_telegram_once(db: Database) -> None:
     payments = shop(db)
     await pay(payments, SELLER, PACK)
     payment = await payments.store.by_charge(SELLER, "ch-1")
     assert await payments.store.claim_refund(payment.id, REFUND_CLAIM_STALE_S)  # the first admin, mid-call
     telegram = Telegram()
-    with pytest.raises(RefundInProgress):
+    with pytest.raises(RefundInProgress, match="ch-1"):
         await payments.refund(SELLER, "ch-1", admin_id=2, refund_stars=telegram)
     assert telegram.calls == [] and await UserStore(db).balance(SELLER) == 120
 
@@ -246,7 +264,7 @@ async def test_refunding_an_unknown_or_someone_elses_payment_is_refused(db: Data
     payments = shop(db)
     await pay(payments, SELLER, PACK)
     for user_id, charge_id in ((SELLER, "nope"), (FRIEND, "ch-1")):
-        with pytest.raises(PaymentNotFound):
+        with pytest.raises(PaymentNotFound, match=charge_id):  # the refusal names what the admin typed
             await payments.refund(user_id, charge_id, admin_id=1, refund_stars=Telegram())
 
 
@@ -285,3 +303,8 @@ async def test_the_profile_lists_the_latest_purchases_newest_first_with_the_tota
     latest, total = await payments.store.history(SELLER, limit=10)
     assert total == 12 and [p.telegram_payment_charge_id for p in latest] == [f"ch-{n}" for n in range(11, 1, -1)]
     assert await payments.store.history(10_000) == ([], 0)
+
+
+async def test_an_unknown_user_has_no_credits(db: Database) -> None:
+    async with db.read() as conn:
+        assert await balance_in(conn, 10_000) == 0

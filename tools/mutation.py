@@ -106,7 +106,8 @@ def results(modules: list[str]) -> list[ModuleResult]:
     return out
 
 
-SQL_WORDS = re.compile(r"\b(select|insert|update|delete|from|where|order by|count)\b", re.I)
+SQL_WORDS = re.compile(r"\b(select|insert|update|delete|from|where|order by|count|set|and|or|values|returning"
+                       r"|limit|coalesce)\b.*\?|\b(select|insert|update|delete|from|where)\b", re.I)
 ROW_KEY = re.compile(r"\[\"\w+\"\]")
 
 
