@@ -308,3 +308,14 @@ async def test_the_profile_lists_the_latest_purchases_newest_first_with_the_tota
 async def test_an_unknown_user_has_no_credits(db: Database) -> None:
     async with db.read() as conn:
         assert await balance_in(conn, 10_000) == 0
+
+
+async def test_the_profile_counts_payments_and_stars_without_refunded_ones(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK, charge_id="a")
+    await pay(payments, SELLER, ONE, charge_id="b")
+    await pay(payments, FRIEND, PACK, charge_id="c")
+    assert await payments.store.totals(SELLER) == (2, 101)
+    await payments.refund(SELLER, "a", admin_id=1, refund_stars=Telegram())
+    assert await payments.store.totals(SELLER) == (1, 1)
+    assert await payments.store.totals(10_000) == (0, 0)
