@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+from pathlib import Path
 
 from tests.harness import Harness, launch, videos, walk_to_confirm
 from tests.test_cli import run_cli
+
+
+async def cli_beside_the_bot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The CLI as an operator runs it while the bot works: in its own process, the bot's event loop
+    free to finish its own writes meanwhile (a blocking call here would hold the bot's transaction)."""
+    return await asyncio.to_thread(run_cli, *args, cwd=cwd)
+
 
 ADMIN = 900
 
@@ -87,15 +97,15 @@ async def test_cli_user_info_ban_and_stats(harness: Harness) -> None:
     await harness.tg.wait_until(lambda: len(videos(user)) == 1)
     await harness.wait_jobs(lambda rows: all(r["state"] == "done" for r in rows))
     cfg = str(harness.config_path)
-    info = run_cli("user", "info", "6004", "--json", "--config", cfg, cwd=harness.tmp)
+    info = await cli_beside_the_bot("user", "info", "6004", "--json", "--config", cfg, cwd=harness.tmp)
     data = json.loads(info.stdout)
     assert data["balance"] == 20 and data["jobs_by_state"] == {"done": 1} and data["first_name"] == "Глеб"
-    banned = run_cli("user", "ban", "6004", "--config", cfg, cwd=harness.tmp)
+    banned = await cli_beside_the_bot("user", "ban", "6004", "--config", cfg, cwd=harness.tmp)
     assert banned.returncode == 0 and "banned" in banned.stdout
     cursor = user.cursor()
     await user.send_text("/start")  # the running bot sees the ban at once
     await user.wait_for_message(lambda m: "ограничен" in m.text, after=cursor)
-    stats = json.loads(run_cli("stats", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    stats = json.loads((await cli_beside_the_bot("stats", "--json", "--config", cfg, cwd=harness.tmp)).stdout)
     assert stats["today"]["delivered"] == 1 and stats["week"]["credits_charged"] == 10
     audit = harness.query("SELECT admin_id, action FROM admin_audit")
     assert [tuple(r) for r in audit] == [(None, "ban")]
@@ -141,9 +151,9 @@ async def test_cli_credits_while_the_bot_runs(harness: Harness) -> None:
     await harness.start()
     user = await _start(harness, 6008)
     cfg = str(harness.config_path)
-    added = run_cli("credits", "add", "6008", "25", "--reason", "извинение", "--config", cfg, cwd=harness.tmp)
+    added = await cli_beside_the_bot("credits", "add", "6008", "25", "--reason", "извинение", "--config", cfg, cwd=harness.tmp)
     assert added.returncode == 0, added.stderr
     await user.click(None, "💰 Баланс")
     await user.wait_for_message(lambda m: "Ваш баланс: 55" in m.text)
-    shown = json.loads(run_cli("credits", "show", "6008", "--json", "--config", cfg, cwd=harness.tmp).stdout)
+    shown = json.loads((await cli_beside_the_bot("credits", "show", "6008", "--json", "--config", cfg, cwd=harness.tmp)).stdout)
     assert shown["balance"] == 55 == shown["ledger_sum"]

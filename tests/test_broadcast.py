@@ -51,6 +51,13 @@ def broadcast_rows(harness: Harness) -> dict[str, int]:
     return {r["state"]: r["n"] for r in rows}
 
 
+def _ban_in_the_database(db_path: Path, user_id: int) -> None:
+    conn = sqlite3.connect(db_path, timeout=10)
+    with conn:
+        conn.execute("UPDATE users SET is_banned = 1 WHERE id = ?", (user_id,))
+    conn.close()
+
+
 async def _say(user: FakeUser, text: str, expect) -> str:
     cursor = user.cursor()
     await user.send_text(text)
@@ -93,10 +100,7 @@ async def test_admin_previews_chooses_a_segment_and_every_seller_gets_it_once(ha
         await _say(s, "/start", lambda m: "Баланс" in m.text)
     banned, opted, flooded = sellers[0], sellers[1], sellers[2]
     harness.query("SELECT 1")  # the DB exists
-    conn = sqlite3.connect(harness.db_path)
-    conn.execute("UPDATE users SET is_banned = 1 WHERE id = ?", (banned.id,))
-    conn.commit()
-    conn.close()
+    await asyncio.to_thread(_ban_in_the_database, harness.db_path, banned.id)  # the bot's loop keeps running
 
     # Bad drafts are refused at the preview, nothing is sent.
     await _say(admin, "/admin_broadcast", lambda m: "Пришлите сообщение" in m.text)
