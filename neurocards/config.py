@@ -201,8 +201,6 @@ class KieConfig(Section):
         if self.callback_url:
             if not self.callback_url.startswith(("http://", "https://")):
                 raise ValueError("kie.callback_url must be an http(s) URL")
-            if len(self.callback_secret.get_secret_value()) < 16:
-                raise ValueError("kie.callback_secret must be set (16+ characters) when kie.callback_url is set")
         return self
 
     def task_price(self, model: str) -> float:
@@ -465,12 +463,15 @@ class Config(Section):
         return self.generation.sandbox
 
     def require_online(self) -> None:
-        """What running the bot needs on top of a valid file: the bot token, and KIE keys when the
-        chain uses KIE. Raises ConfigError."""
+        """What running the bot needs on top of a valid file: the bot token, KIE keys when the chain
+        uses KIE, and the callback secret when callbacks are on. Raises ConfigError."""
         if not self.telegram.token.get_secret_value():
             raise ConfigError("config: telegram.token is missing or malformed (or set NEUROCARDS_TELEGRAM_TOKEN)")
         if any(p.startswith("kie") for p in self.generation.providers) and not self.kie.api_keys:
             raise ConfigError("config: kie.api_keys is empty (or set NEUROCARDS_KIE_API_KEYS, or run with --sandbox)")
+        if self.kie.callback_url and len(self.kie.callback_secret.get_secret_value()) < 16:
+            raise ConfigError("config: kie.callback_secret must be set (16+ characters) when kie.callback_url is set"
+                              " (or set NEUROCARDS_KIE_CALLBACK_SECRET)")
 
 
 # Secrets the environment may set instead of the file (a set variable wins over the file).

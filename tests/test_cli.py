@@ -121,6 +121,16 @@ def test_offline_commands_need_no_token_or_keys(config_file: Path) -> None:
         config.require_online()
 
 
+def test_offline_commands_need_no_callback_secret(config_file: Path) -> None:
+    """The secret lives in /etc/neurocards.env, which `sudo -u neurocards neurocards credits …` does not read."""
+    config_file.write_text(BASE_CONFIG.replace('[kie]', '[kie]\ncallback_url = "https://bot.example.com"'),
+                           encoding="utf-8")
+    config = load_config(config_file, env={}, online=False)
+    assert config.kie.callback_url == "https://bot.example.com"
+    with pytest.raises(ConfigError, match="kie.callback_secret"):
+        config.require_online()
+
+
 @pytest.mark.parametrize(
     ("edit", "line"),
     [
