@@ -133,7 +133,8 @@ class Application:
         self.watchdog = Watchdog(self.db, self.alerts, failure_rate=cfg.ops.failure_rate_alert,
                                  min_jobs=cfg.ops.failure_rate_min_jobs, heartbeat_age=self.metrics.heartbeat_age,
                                  max_heartbeat_age_s=cfg.ops.heartbeat_max_age_s)
-        self.digest = DailyDigest(self.bot, self.db, cfg.telegram.admin_ids, cfg.ops.digest_time)
+        self.digest = DailyDigest(self.bot, self.db, cfg.telegram.admin_ids, cfg.ops.digest_time,
+                                  svc=self.services)
         self.scheduler = build_scheduler(cfg, stack, engine=self.engine, watchdog=self.watchdog,
                                          balance_watch=self.balance_watch if self.kie is not None else None,
                                          digest=self.digest)

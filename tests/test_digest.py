@@ -59,6 +59,8 @@ async def test_digest_once_a_day_across_restarts_with_the_day_s_numbers(harness:
     assert f"Сегодня, {today}" in digest.text and "Итоги за" in digest.text
     assert "Видео: 1" in digest.text and "user_violation 1" in digest.text
     assert "Выручка: 100" in digest.text and "Новых: 2" in digest.text  # the seller and the admin
+    # The owner's money for the week: both paid KIE tasks (the refused one too), the margin, the KIE forecast.
+    assert "Задач KIE: 2" in digest.text and "маржа" in digest.text and "💰 KIE:" in digest.text
     assert harness.query("SELECT day FROM digests_sent")[0]["day"] == time.strftime("%Y-%m-%d", time.gmtime())
 
     await harness.restart()

@@ -989,13 +989,23 @@ def _day_line(d: DayNumbers) -> str:
             f"💳 Списано: {d.credits_charged} кр., возвращено: {d.credits_refunded} кр.")
 
 
-def daily_digest(yesterday: DayNumbers, today: DayNumbers, now_hm: str) -> str:
+def daily_digest(yesterday: DayNumbers, today: DayNumbers, now_hm: str, business: str = "") -> str:
     def day(d: DayNumbers) -> str:
         return f"{d.day[8:10]}.{d.day[5:7]}"
 
     return (f"📊 <b>Итоги за {day(yesterday)}</b>\n{_day_line(yesterday)}\n\n"
             f"<b>Сегодня, {day(today)}, к {now_hm} UTC</b>\n{_day_line(today)}\n\n"
-            "На графике — последние 14 дней.")
+            + (f"{business}\n\n" if business else "")
+            + "На графике — последние 14 дней.")
+
+
+def digest_business(week: PeriodStats, week_margin: Margin, balance: BalanceForecast | None,
+                    *, with_promo: bool = True) -> str:
+    """The owner's money for the last 7 days: promo redemptions, cost and margin per video, KIE forecast."""
+    lines = (promo_line(week.promo_redemptions) if with_promo else "") + cost_lines(week, week_margin)
+    if balance is not None:
+        lines += f"\n{kie_forecast(balance)}"
+    return f"<b>7 дней</b>{lines}" if lines else ""
 
 
 ADMIN_STATS_CHART = "📈 Последние 14 дней"
