@@ -10,6 +10,9 @@ from tests.harness import Harness
 async def test_random_kills_with_slow_kie_and_telegram(harness: Harness) -> None:
     result = await run_chaos(harness, sellers=6, videos_each=5, kills=4, callbacks=True, seed=7)
     print(result.line())
+    # A status edit applied just before a kill is repeated after the restart ("not modified"): at most
+    # one per kill. Every other rejected call still fails the test at teardown.
+    assert harness.tg.forgive_repeated_edits() <= result.kills
     assert result.jobs == 30 and result.done + result.failed == 30
     assert result.kills >= 2, "the run ended before the kills could hit work in flight"
     # Bounds: an unknown createTask is adopted through its callback; an unknown sendVideo is
