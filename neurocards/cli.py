@@ -481,20 +481,10 @@ def _offline(config: Config, args: argparse.Namespace) -> int:
     from neurocards.store.db import DatabaseUnavailable
 
     try:
-        if args.command == "credits":
-            return asyncio.run(_credits(config, args))
-        if args.command == "user":
-            return asyncio.run(_user(config, args))
-        if args.command == "statement":
-            return asyncio.run(_statement(config, args))
-        if args.command == "stats":
-            return asyncio.run(_stats(config, args))
-        if args.command == "promo":
-            return asyncio.run(_promo(config, args))
-        if args.command == "broadcast":
-            return asyncio.run(_broadcasts(config, args))
-        if args.command == "payments":
-            return asyncio.run(_payments(config, args))
+        command = {"credits": _credits, "user": _user, "statement": _statement, "stats": _stats,
+                   "promo": _promo, "broadcast": _broadcasts, "payments": _payments}.get(args.command)
+        if command is not None:
+            return asyncio.run(command(config, args))
         return _backup_or_restore(config, args)
     except DatabaseUnavailable as exc:
         _refuse(str(exc), as_json=getattr(args, "json", False))

@@ -17,7 +17,7 @@ from aiogram.types import CallbackQuery, Message
 
 from neurocards.bot import keyboards, texts
 from neurocards.bot.albums import AlbumCollector
-from neurocards.bot.handlers.common import show
+from neurocards.bot.handlers.common import description_from, show
 from neurocards.bot.keyboards import AlbumCb
 from neurocards.bot.states import CreateVideo, OrderAlbum
 from neurocards.services import Services
@@ -145,12 +145,8 @@ async def album_part(message: Message, albums: AlbumCollector, user: User) -> No
 
 
 async def got_description(message: Message, bot: Bot, state: FSMContext, svc: Services) -> None:
-    text = (message.text or "").strip()
-    if not text:
-        await message.answer(texts.DESCRIPTION_EMPTY)
-        return
-    if len(text) > MAX_DESCRIPTION_CHARS:
-        await message.answer(texts.description_too_long(MAX_DESCRIPTION_CHARS))
+    text = await description_from(message)
+    if text is None:
         return
     data = await state.get_data()
     if data.get("common"):

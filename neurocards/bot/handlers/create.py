@@ -17,7 +17,7 @@ from aiogram.types import CallbackQuery, Message
 
 from neurocards.bot import keyboards, texts
 from neurocards.bot.handlers.albums import dialogue_products
-from neurocards.bot.handlers.common import show
+from neurocards.bot.handlers.common import description_from, show
 from neurocards.bot.handlers.format_step import ask_format, register_flow
 from neurocards.bot.keyboards import AgainCb, ConfirmCb, QuantityCb, TemplateCb, WishesCb
 from neurocards.bot.states import CreateVideo
@@ -70,12 +70,8 @@ async def expected_photo(message: Message) -> None:
 
 
 async def got_description(message: Message, state: FSMContext, svc: Services) -> None:
-    text = (message.text or "").strip()
-    if not text:
-        await message.answer(texts.DESCRIPTION_EMPTY)
-        return
-    if len(text) > MAX_DESCRIPTION_CHARS:
-        await message.answer(texts.description_too_long(MAX_DESCRIPTION_CHARS))
+    text = await description_from(message)
+    if text is None:
         return
     data = await state.get_data()
     product_id = int(data["product_id"])
