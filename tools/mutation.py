@@ -3,12 +3,15 @@
     python tools/mutation.py                          # every module of [tool.mutmut] only_mutate
     python tools/mutation.py services/credits.py      # some modules (paths under neurocards/)
     python tools/mutation.py --sample 30              # a quick look: 30 random mutants
+    python tools/mutation.py --again                  # after adding tests: the survivors once more
+    python tools/mutation.py --all                    # every mutant again, results kept or not
     python tools/mutation.py --report                 # per-module score of what has run so far
     python tools/mutation.py --rules                  # only the RULES table check (seconds)
 
 mutmut 3 (`pip install -e '.[test,mutation]'`) runs under `nice -n 19` with --children workers
 (default 2); each mutant runs only the tests that executed its function in mutmut's first, clean
-run. Results stay in mutants/: a rerun tests only mutants of functions that changed.
+run. Results stay in mutants/: a rerun tests only the mutants that have no result yet (new or
+changed functions), plus the survivors with --again.
 
 mutmut does not mutate the regular expressions of the classifier's RULES table, so this tool also
 drops every rule, every alternative of its pattern, every code and every error kind in turn and
@@ -169,14 +172,31 @@ def report(modules: list[str]) -> int:
     return 0
 
 
-def sample_names(modules: list[str], n: int, seed: int | None) -> list[str]:
-    names = []
+def exit_codes(modules: list[str]) -> dict[str, int | None]:
+    codes: dict[str, int | None] = {}
     for path in modules:
         meta = ROOT / "mutants" / (path + ".meta")
         if meta.exists():
-            names += list(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
+            codes.update(json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"])
+    return codes
+
+
+def sample_names(modules: list[str], n: int, seed: int | None) -> list[str]:
+    names = list(exit_codes(modules))
     random.Random(seed).shuffle(names)
     return sorted(names[:n])
+
+
+def names_to_run(modules: list[str], *, again: bool) -> list[str]:
+    """The mutants without a result (new or changed functions), and with --again the survivors."""
+    wanted = {None} | (SURVIVED | NO_TESTS if again else set())
+    return sorted(name for name, code in exit_codes(modules).items() if code in wanted)
+
+
+def prepare(children: int) -> None:
+    """Make or refresh the mutants and the test map (mutmut resets the results of changed functions
+    and maps only new tests), then stop: the name given matches no mutant."""
+    mutmut("run", "--max-children", str(children), "neurocards.no_such_module.*")
 
 
 def check_rules() -> int:
@@ -259,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, metavar="N", help="run N random mutants only")
     parser.add_argument("--seed", type=int, help="seed of --sample (default: a new draw each time)")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant runs (default 2)")
+    parser.add_argument("--again", action="store_true", help="run the survivors once more (after adding tests)")
+    parser.add_argument("--all", action="store_true", help="run every mutant again")
     parser.add_argument("--report", action="store_true", help="only print the scores of what has run")
     parser.add_argument("--rules", action="store_true", help="only check the RULES table")
     args = parser.parse_args(argv)
@@ -268,14 +290,19 @@ def main(argv: list[str] | None = None) -> int:
         return check_rules()
     if args.report:
         return report(modules)
-    if args.sample:
-        if not any((ROOT / "mutants" / (m + ".meta")).exists() for m in modules):
-            # The first run makes the mutants and the test map, then refuses the name matching nothing.
-            mutmut("run", "--max-children", str(args.children), "neurocards.no_such_module.*")
-        names = sample_names(modules, args.sample, args.seed)
-        code = mutmut("run", "--max-children", str(args.children), *names)
-    else:
+    first_run = not all((ROOT / "mutants" / (m + ".meta")).exists() for m in modules)
+    code = 0
+    if args.all or (first_run and not args.sample):
+        # mutmut reruns every mutant it is given by name, results or not.
         code = mutmut("run", "--max-children", str(args.children), *(module_of(m) + ".*" for m in modules))
+    else:
+        prepare(args.children)
+        names = (sample_names(modules, args.sample, args.seed) if args.sample
+                 else names_to_run(modules, again=args.again))
+        if names:
+            code = mutmut("run", "--max-children", str(args.children), *names)
+        else:
+            print("every mutant of these modules has a result (--again: the survivors once more)")
     check_rules()
     report(modules)
     return code
