@@ -334,3 +334,30 @@ async def test_a_payment_whose_payload_is_not_ours_is_kept_for_the_admin_with_no
     await payments.activity.flush()
     activity = await db.fetchall("SELECT detail FROM activity WHERE action = 'payment'")
     assert [a["detail"] for a in activity] == ["? 7"]
+
+
+async def test_an_invite_code_already_taken_is_drawn_again_and_both_links_work(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sellers drawing the same 8-letter code is rare, but the second must still get a link
+    of their own, and the first seller's link must keep pointing at the first seller."""
+    users = UserStore(db)
+    for user_id in (SELLER, FRIEND, 503):
+        await users.touch(user_id, username=None, first_name="S", language="ru", welcome_credits=0)
+    draws = iter(["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr("neurocards.store.referrals.new_code", lambda: next(draws))
+    store = ReferralStore(db)
+    assert await store.code_for(SELLER) == "aaaaaaaa"
+    assert await store.code_for(FRIEND) == "bbbbbbbb"
+    assert await store.code_for(SELLER) == "aaaaaaaa"  # never changed: old links keep working
+    assert await store.attach(503, "bbbbbbbb") == FRIEND
+
+
+async def test_an_invite_code_that_cannot_be_drawn_is_an_error_not_a_loop(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    await UserStore(db).touch(SELLER, username=None, first_name="S", language="ru", welcome_credits=0)
+    await UserStore(db).touch(FRIEND, username=None, first_name="S", language="ru", welcome_credits=0)
+    monkeypatch.setattr("neurocards.store.referrals.new_code", lambda: "aaaaaaaa")
+    assert await ReferralStore(db).code_for(SELLER) == "aaaaaaaa"
+    with pytest.raises(RuntimeError):
+        await ReferralStore(db).code_for(FRIEND)
+    assert (await db.fetchone("SELECT ref_code FROM users WHERE id = ?", (FRIEND,)))["ref_code"] is None
