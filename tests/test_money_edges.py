@@ -302,7 +302,7 @@ async def test_the_profile_lists_the_latest_purchases_newest_first_with_the_tota
     await pay(payments, FRIEND, PACK, charge_id="friend")
     latest, total = await payments.store.history(SELLER, limit=10)
     assert total == 12 and [p.telegram_payment_charge_id for p in latest] == [f"ch-{n}" for n in range(11, 1, -1)]
-    assert await payments.store.history(10_000) == ([], 0)
+    assert await payments.store.history(10_000, limit=10) == ([], 0)
 
 
 async def test_an_unknown_user_has_no_credits(db: Database) -> None:

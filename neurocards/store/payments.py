@@ -150,7 +150,7 @@ class PaymentStore:
         return (int(row["n"]), int(row["stars"])) if row else (0, 0)  # pragma: no mutate - equivalent: an aggregate always returns a row
 
 
-    async def history(self, user_id: int, limit: int = 10) -> tuple[list[Payment], int]:
+    async def history(self, user_id: int, limit: int) -> tuple[list[Payment], int]:
         """The user's latest payments, newest first, and how many there are in all."""
         rows = await self.db.fetchall(
             "SELECT * FROM payments WHERE user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
