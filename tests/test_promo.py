@@ -59,24 +59,27 @@ def test_operator_creates_lists_and_disables_codes(config_file: Path, capsys: py
     assert code == 1 and "NOPE" in err
 
 
-@pytest.mark.parametrize("args", [
-    ("with space", "--credits", "10"),
-    ("🎁GIFT", "--credits", "10"),
-    ("A" * 200, "--credits", "10"),
-    ("AB", "--credits", "10"),
-    ("GOOD", "--credits", "-5"),
-    ("GOOD", "--credits", "0"),
-    ("GOOD", "--credits", "99999999999999999999"),
-    ("GOOD", "--credits", "10", "--uses", "0"),
-    ("GOOD", "--credits", "10", "--uses", "-1"),
-    ("GOOD", "--credits", "10", "--expires", "2020-01-01"),
-    ("GOOD", "--credits", "10", "--expires", "tomorrow"),
+@pytest.mark.parametrize(("args", "named"), [
+    (("with space", "--credits", "10"), "'with space'"),
+    (("🎁GIFT", "--credits", "10"), "'🎁GIFT'"),
+    (("A" * 200, "--credits", "10"), repr("A" * 200)),
+    (("AB", "--credits", "10"), "'AB'"),
+    (("SALE ", "--credits", "10"), "'SALE '"),  # a stray space is shown, not trimmed into another code
+    (("GOOD", "--credits", "-5"), "-5"),
+    (("GOOD", "--credits", "0"), "0"),
+    (("GOOD", "--credits", "1000001"), "1000001"),
+    (("GOOD", "--credits", "99999999999999999999"), "99999999999999999999"),
+    (("GOOD", "--credits", "10", "--uses", "0"), "0"),
+    (("GOOD", "--credits", "10", "--uses", "-1"), "-1"),
+    (("GOOD", "--credits", "10", "--uses", "1000001"), "1000001"),
+    (("GOOD", "--credits", "10", "--expires", "2020-01-01"), "'2020-01-01'"),
+    (("GOOD", "--credits", "10", "--expires", "tomorrow"), "'tomorrow'"),
 ])
-def test_bad_promo_input_gets_one_line_and_creates_nothing(
-        args: tuple[str, ...], config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_promo_input_gets_one_line_naming_it_and_creates_nothing(
+        args: tuple[str, ...], named: str, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = cli(capsys, "promo", "create", *args, "--config", str(config_file))
     assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and "nothing created" in err
+    assert len(err.strip().splitlines()) == 1 and err.strip().endswith(f": {named}; nothing created")
     assert json.loads(cli(capsys, "promo", "list", "--json", "--config", str(config_file))[1]) == []
 
 
@@ -84,7 +87,7 @@ def test_an_existing_code_is_not_created_twice(config_file: Path, capsys: pytest
     cfg = ("--config", str(config_file))
     assert cli(capsys, "promo", "create", "SALE", "--credits", "10", *cfg)[0] == 0
     code, _, err = cli(capsys, "promo", "create", "sale", "--credits", "99", *cfg)
-    assert code == 2 and "exists" in err
+    assert code == 2 and err.strip() == "error: this code exists already: 'SALE'; nothing created"
     assert json.loads(cli(capsys, "promo", "list", "--json", *cfg)[1])[0]["credits"] == 10
 
 

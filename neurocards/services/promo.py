@@ -57,14 +57,13 @@ def normalize(text: str) -> str | None:
     return code if CODE_RE.fullmatch(code) else None
 
 
-def expiry_moment(day: str, today: dt.date | None = None) -> float:
+def expiry_moment(day: str) -> float:
     """`YYYY-MM-DD` → the end of that UTC day (the code works through the whole day)."""
     try:
         date = dt.date.fromisoformat(day)
     except ValueError:
         raise PromoInputError(BadPromo.EXPIRES, day) from None
-    today = today or dt.datetime.now(dt.UTC).date()
-    if date < today or len(day) != 10:
+    if date < dt.datetime.now(dt.UTC).date() or len(day) != 10:
         raise PromoInputError(BadPromo.EXPIRES, day)
     end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     return end.timestamp()
@@ -101,8 +100,8 @@ class Promos:
             raise PromoInputError(BadPromo.EXISTS, normal) from None
 
     async def disable(self, code: str) -> PromoCode | None:
-        normal = normalize(code)
-        return await self.store.disable(normal) if normal else None
+        """The disabled code, or None if there is no such code (a text that is not a code matches none)."""
+        return await self.store.disable(normalize(code) or code)
 
     async def list(self) -> list[PromoCode]:
         return await self.store.all()

@@ -26,12 +26,11 @@ class PromoCode:
     used: int
     expires_at: float | None
     disabled: bool
-    created_at: float
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PromoCode:
         return cls(code=row["code"], credits=row["credits"], max_uses=row["max_uses"], used=row["used"],
-                   expires_at=row["expires_at"], disabled=bool(row["disabled"]), created_at=row["created_at"])
+                   expires_at=row["expires_at"], disabled=bool(row["disabled"]))
 
 
 class Refusal(StrEnum):
@@ -59,16 +58,12 @@ class PromoStore:
 
     async def create(self, code: str, credits: int, max_uses: int | None, expires_at: float | None,
                      created_by: int | None) -> PromoCode:
-        try:
-            row = await self.db.fetchone(
-                "INSERT INTO promo_codes (code, credits, max_uses, expires_at, created_by, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
-                (code, credits, max_uses, expires_at, created_by, time.time()))
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
-                raise CodeExists(code) from None
-            raise
-        assert row is not None
+        row = await self.db.fetchone(
+            "INSERT INTO promo_codes (code, credits, max_uses, expires_at, created_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (code) DO NOTHING RETURNING *",
+            (code, credits, max_uses, expires_at, created_by, time.time()))
+        if row is None:
+            raise CodeExists(f"promo code {code} exists already")
         return PromoCode.from_row(row)
 
     async def get(self, code: str) -> PromoCode | None:
@@ -118,7 +113,8 @@ class PromoStore:
     async def wrong_attempts(self, user_id: int, since: float) -> int:
         row = await self.db.fetchone(
             "SELECT COUNT(*) AS n FROM promo_attempts WHERE user_id = ? AND at >= ?", (user_id, since))
-        return int(row["n"]) if row else 0
+        assert row is not None  # COUNT(*) answers one row
+        return int(row["n"])
 
     async def record_wrong_attempt(self, user_id: int, now: float, keep_since: float) -> None:
         async with self.db.transaction() as conn:
