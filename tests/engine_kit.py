@@ -38,6 +38,7 @@ from neurocards.providers.base import (
 )
 from neurocards.store.db import Database
 from neurocards.store.jobs import Job, JobStore
+from neurocards.store.orders import OrderStore
 from neurocards.store.prompt_cache import PromptCache
 from neurocards.store.users import ProductStore, UserStore
 from tests.harness import config_text
@@ -197,9 +198,9 @@ class EngineKit:
         product_id = await self.products.create(user_id, "file-id", str(photo))
         await self.products.set_description(product_id, "Кружка")
         template = self.engine.templates.ordered[0].id
-        made = await self.jobs.create_charged(
-            user_id=user_id, chat_id=user_id, product_id=product_id, request_key=f"r{product_id}",
-            template=template, wishes="", provider="kie", model="veo3_fast", count=count, cost_each=10)
+        made = await OrderStore(self.db).create_charged(
+            user_id=user_id, chat_id=user_id, request_key=f"r{product_id}", product_ids=[product_id],
+            per_product=count, template=template, wishes="", provider="kie", model="veo3_fast", cost_each=10)
         self.engine.wake()
         return made.job_ids
 

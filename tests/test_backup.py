@@ -19,7 +19,7 @@ from neurocards.store.backup import (
     restore_database,
 )
 from neurocards.store.db import Database
-from neurocards.store.jobs import JobStore
+from neurocards.store.orders import OrderStore
 from neurocards.store.users import ProductStore, UserStore
 
 
@@ -27,9 +27,9 @@ async def add_customer(db: Database, user_id: int, *, jobs: int = 2) -> None:
     """One user with the welcome credits, a product and `jobs` charged jobs (ledger stays balanced)."""
     await UserStore(db).touch(user_id, username=f"u{user_id}", first_name="U", language="ru", welcome_credits=100)
     pid = await ProductStore(db).create(user_id, f"file-{user_id}", f"/photos/{user_id}.jpg")
-    await JobStore(db).create_charged(
-        user_id=user_id, chat_id=user_id, product_id=pid, request_key=f"req-{user_id}", template="t",
-        wishes="", provider="sandbox", model="m", count=jobs, cost_each=10)
+    await OrderStore(db).create_charged(
+        user_id=user_id, chat_id=user_id, request_key=f"req-{user_id}", product_ids=[pid], per_product=jobs,
+        template="t", wishes="", provider="sandbox", model="m", cost_each=10)
 
 
 def snapshot(path: Path) -> dict[str, set[tuple]]:

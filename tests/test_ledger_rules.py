@@ -16,6 +16,7 @@ import pytest
 
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobState, JobStore
+from neurocards.store.orders import OrderStore
 from neurocards.store.payments import PaymentStore
 from neurocards.store.users import ProductStore, UserStore
 
@@ -41,9 +42,9 @@ async def _open_shop(tmp_path: Path) -> Shop:
         for user_id in (SELLER, OTHER):
             await users.touch(user_id, username=None, first_name="S", language="ru", welcome_credits=30)
         product = await ProductStore(db).create(SELLER, "file", "/nonexistent.jpg")
-        charged, refunded, delivered = (await jobs.create_charged(
-            user_id=SELLER, chat_id=SELLER, product_id=product, request_key="k", template="studio", wishes="",
-            provider="kie", model="veo3_fast", count=3, cost_each=10)).job_ids
+        charged, refunded, delivered = (await OrderStore(db).create_charged(
+            user_id=SELLER, chat_id=SELLER, request_key="k", product_ids=[product], per_product=3,
+            template="studio", wishes="", provider="kie", model="veo3_fast", cost_each=10)).job_ids
         await jobs.fail_and_refund(refunded, error_class="temporary", error_text="boom")
         await jobs.update(delivered, state=JobState.DONE)
         now = time.time()

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from neurocards.metrics import Metrics, OpsServer, engine_health, pool_states, proxy_label
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobStore
+from neurocards.store.orders import OrderStore
 from neurocards.store.users import ProductStore, UserStore
 
 SECRET = "sk-live-THIS-IS-A-SECRET-KEY"
@@ -154,9 +155,9 @@ async def test_refresh_counts_jobs_by_state_and_is_rate_limited(tmp_path: Path) 
         users, products, jobs = UserStore(db), ProductStore(db), JobStore(db)
         await users.touch(1, username="u", first_name="U", language="ru", welcome_credits=100)
         pid = await products.create(1, "file-1", str(tmp_path / "p.jpg"))
-        created = await jobs.create_charged(user_id=1, chat_id=1, product_id=pid, request_key="r1",
-                                            template="t", wishes="", provider="sandbox", model="m",
-                                            count=3, cost_each=10)
+        created = await OrderStore(db).create_charged(user_id=1, chat_id=1, request_key="r1", product_ids=[pid],
+                                                      per_product=3, template="t", wishes="", provider="sandbox",
+                                                      model="m", cost_each=10)
         await jobs.update(created.job_ids[0], state="generating", claimed=1)
         m = Metrics(refresh_interval_s=60, process=False)
         assert await m.refresh(db)

@@ -30,6 +30,7 @@ from neurocards.store.activity import ActivityStore
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobFinished, JobState, JobStore
 from neurocards.store.ledger import balance_in
+from neurocards.store.orders import OrderStore
 from neurocards.store.payments import PaymentStore
 from neurocards.store.referrals import ReferralStore
 from neurocards.store.users import ProductStore, UserStore
@@ -281,9 +282,9 @@ async def test_a_cancelled_job_cannot_be_moved_on(db: Database) -> None:
     users, jobs = UserStore(db), JobStore(db)
     await users.touch(SELLER, username=None, first_name="S", language="ru", welcome_credits=30)
     product = await ProductStore(db).create(SELLER, "file", "/nonexistent.jpg")
-    job_id = (await jobs.create_charged(
-        user_id=SELLER, chat_id=SELLER, product_id=product, request_key="k", template="studio", wishes="",
-        provider="kie", model="veo3_fast", count=1, cost_each=10)).job_ids[0]
+    job_id = (await OrderStore(db).create_charged(
+        user_id=SELLER, chat_id=SELLER, request_key="k", product_ids=[product], per_product=1, template="studio",
+        wishes="", provider="kie", model="veo3_fast", cost_each=10)).job_ids[0]
     assert await jobs.cancel_queued(SELLER, "banned") == [job_id]
     with pytest.raises(JobFinished):
         await jobs.update(job_id, state=JobState.SUBMITTING, image_url="https://x/p.jpg")

@@ -10,6 +10,7 @@ import pytest
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobState, JobStore
 from neurocards.store.ledger import LedgerConflict, insert_ledger_row
+from neurocards.store.orders import OrderStore
 from neurocards.store.users import ProductStore, UserStore
 from tests.harness import Harness, walk_to_confirm
 
@@ -26,9 +27,9 @@ async def _charged_job(db: Database, cost: int = 10) -> tuple[UserStore, JobStor
     await users.touch(7, username="u", first_name="U", language="ru", welcome_credits=30)
     product_id = await ProductStore(db).create(7, "file", "/nonexistent.jpg")
     jobs = JobStore(db)
-    created = await jobs.create_charged(
-        user_id=7, chat_id=7, product_id=product_id, request_key="k", template="studio", wishes="",
-        provider="kie", model="veo3_fast", count=1, cost_each=cost)
+    created = await OrderStore(db).create_charged(
+        user_id=7, chat_id=7, request_key="k", product_ids=[product_id], per_product=1, template="studio",
+        wishes="", provider="kie", model="veo3_fast", cost_each=cost)
     return users, jobs, created.job_ids[0]
 
 

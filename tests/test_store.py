@@ -8,6 +8,7 @@ import pytest
 
 from neurocards.store.db import Database
 from neurocards.store.jobs import DuplicateRequest, InsufficientCredits, JobState, JobStore
+from neurocards.store.orders import OrderStore
 from neurocards.store.users import ProductStore, UserStore
 
 
@@ -26,9 +27,9 @@ async def _user_with_product(db: Database, balance: int) -> tuple[UserStore, Job
 
 
 async def _create(jobs: JobStore, product_id: int, key: str, count: int = 2, cost: int = 10):
-    return await jobs.create_charged(
-        user_id=7, chat_id=7, product_id=product_id, request_key=key, template="studio", wishes="",
-        provider="kie", model="veo3_fast", count=count, cost_each=cost)
+    return await OrderStore(jobs.db).create_charged(
+        user_id=7, chat_id=7, request_key=key, product_ids=[product_id], per_product=count, template="studio",
+        wishes="", provider="kie", model="veo3_fast", cost_each=cost)
 
 
 async def test_welcome_once_and_charge_per_job(db: Database) -> None:

@@ -84,12 +84,6 @@ class Job:
         return cls(**data)
 
 
-@dataclass(frozen=True)
-class NewJobs:
-    job_ids: list[int]
-    balance: int
-
-
 class InsufficientCredits(Exception):
     def __init__(self, balance: int, cost: int) -> None:
         super().__init__(f"balance {balance} < cost {cost}")
@@ -150,50 +144,6 @@ class JobStore:
         if self.on_change is not None:
             self.on_change(job)
 
-    async def create_charged(
-        self,
-        *,
-        user_id: int,
-        chat_id: int,
-        product_id: int,
-        request_key: str,
-        template: str,
-        wishes: str,
-        provider: str,
-        model: str,
-        count: int,
-        cost_each: int,
-        aspect_ratio: str | None = None,
-    ) -> NewJobs:
-        """Create `count` jobs and charge each once, atomically; all or nothing."""
-        now = time.time()
-        async with self.db.transaction() as conn:
-            row = await (await conn.execute("SELECT balance FROM users WHERE id = ?", (user_id,))).fetchone()
-            balance = int(row["balance"]) if row else 0
-            if balance < cost_each * count:
-                raise InsufficientCredits(balance, cost_each * count)
-            ids: list[int] = []
-            for index in range(count):
-                try:
-                    cur = await conn.execute(
-                        "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, wishes,"
-                        " provider, model, cost, state, run_after, created_at, updated_at, aspect_ratio)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (user_id, chat_id, product_id, f"{request_key}:{index}", template, wishes,
-                         provider, model, cost_each, JobState.QUEUED, now, now, now, aspect_ratio),
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise DuplicateRequest(request_key) from exc
-                job_id = int(cur.lastrowid or 0)
-                ids.append(job_id)
-                await insert_ledger_row(conn, user_id=user_id, delta=-cost_each, reason="job_charge", job_id=job_id)
-                await conn.execute(
-                    "INSERT INTO job_events (job_id, at, state, detail) VALUES (?, ?, ?, ?)",
-                    (job_id, now, JobState.QUEUED, f"charged {cost_each}"),
-                )
-            row = await (await conn.execute("SELECT balance FROM users WHERE id = ?", (user_id,))).fetchone()
-        return NewJobs(job_ids=ids, balance=int(row["balance"]))
-
     async def get(self, job_id: int) -> Job | None:
         row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(row) if row else None
@@ -223,11 +173,6 @@ class JobStore:
         jobs = [Job.from_row(r) for r in rows]
         jobs.sort(key=lambda j: (j.run_after, j.id))
         return jobs
-
-    async def next_run_after(self) -> float | None:
-        row = await self.db.fetchone(
-            "SELECT MIN(run_after) AS t FROM jobs WHERE claimed = 0 AND state NOT IN ('done', 'failed')")
-        return float(row["t"]) if row and row["t"] is not None else None
 
     async def update(self, job_id: int, *, event: str | None = None, allow_finished: bool = False,
                      expect: dict[str, Any] | None = None, **changes: Any) -> Job:
