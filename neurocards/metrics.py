@@ -104,12 +104,14 @@ class Metrics:
 
     # ---- called by the engine / orders -------------------------------------------
 
-    def job_delivered(self, generation_s: float | None, delivery_s: float) -> None:
-        """A job reached DONE. Pass `generation_s` only if `generation_finished` was not called."""
+    def job_delivered(self, generation_s: float | None, delivery_s: float | None) -> None:
+        """A job reached DONE. Pass `generation_s` only if `generation_finished` was not called;
+        `delivery_s` is None when no sendVideo answered (delivered unconfirmed)."""
         self.delivered.inc()
         if generation_s is not None:
             self.generation.observe(generation_s)
-        self.delivery.observe(delivery_s)
+        if delivery_s is not None:
+            self.delivery.observe(delivery_s)
 
     def generation_finished(self, generation_s: float) -> None:
         """The provider task succeeded (whether or not delivery later works)."""

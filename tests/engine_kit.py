@@ -148,6 +148,7 @@ class RecordingNotifier:
         self.videos: list[int] = []
         self.events: list[tuple[str, int]] = []
         self.delivery_faults: deque[DeliveryError] = deque()
+        self.alerts: list[object] = []  # what the admins were told, as the alert objects
 
     async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False,
                             timeout_s: float | None = None) -> str:
@@ -172,6 +173,7 @@ class RecordingNotifier:
         self.events.append(("waiting", job.id))
 
     async def alert_admins(self, alert: object) -> None:
+        self.alerts.append(alert)
         self.events.append((f"alert:{type(alert).__name__}", 0))
 
 

@@ -60,7 +60,8 @@ class Delivery:
             if size is None:
                 return await self.fail(job, f"video of {path.stat().st_size} bytes cannot fit {limit}")
             path.unlink(missing_ok=True)
-            job = await self.jobs.update(job.id, video_path=str(smaller), event=f"compressed to {size} bytes")
+            job = await self.jobs.update(job.id, video_path=str(smaller),
+                                         event=f"compressed to {size} bytes")
             path = smaller
         if job.send_pending:  # the last run died while a sendVideo was out: it may have arrived
             if job.send_unsure >= MAX_UNSURE_RESENDS:
@@ -152,14 +153,15 @@ class Delivery:
         done = await self.jobs.update(
             job.id, expect={"state": JobState.SENDING}, send_pending=0, state=JobState.DONE, finished_at=time.time(),
             event="delivered, unconfirmed: the bot stopped during both sendVideo attempts")
-        return await self._delivered(done, path, 0.0)
+        return await self._delivered(done, path, None)  # no answer came: the upload time is unknown
 
     async def _mark_done(self, job: Job, file_id: str) -> Job:
         return await self.jobs.update(
             job.id, expect={"state": JobState.SENDING}, video_file_id=file_id, send_pending=0, state=JobState.DONE,
-            finished_at=time.time(), event="delivered")
+            finished_at=time.time(),
+            event="delivered")
 
-    async def _delivered(self, done: Job, path: Path | None, sent_s: float) -> Job:
+    async def _delivered(self, done: Job, path: Path | None, sent_s: float | None) -> Job:
         job = done
         if path is not None:
             with contextlib.suppress(OSError):

@@ -68,9 +68,12 @@ class Outcomes:
             if keys.available_keys() > 0:  # another key may pay: try it now, no attempt used
                 task_id = None if retry_state is JobState.SUBMITTING else job.task_id
                 return await self.jobs.update(job.id, expect={"state": job.state}, state=retry_state,
-                                              task_id=task_id, **fresh, event=f"billing on key {err.key_id}, next key")
+                                              task_id=task_id, **fresh,
+                                              event=f"billing on key {err.key_id}, next key")
         if keys is not None and keys.available_keys() == 0:
-            await self.alerts.send("billing:no_keys", NoPayingKey(failure.text[:200]))
+            await self.alerts.send(
+                "billing:no_keys",  # pragma: no mutate - equivalent: a dedupe key; any string no other alert uses acts alike
+                NoPayingKey(failure.text[:200]))
         return None
 
     async def _retry(self, job: Job, entry: ChainEntry, err: ProviderError, failure: Failure,
@@ -89,8 +92,8 @@ class Outcomes:
         if notify:
             changes["retry_notified"] = 1
         updated = await self.jobs.update(
-            job.id, expect={"state": job.state},
-            event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}", **changes)
+            job.id, expect={"state": job.state}, **changes,
+            event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}")
         if notify:
             await quietly(self.notifier.job_retrying(updated, failure))
         return None  # the slot is free; the dispatcher picks the job up at run_after

@@ -1,0 +1,191 @@
+"""Delivering a paid video, over the in-memory provider and a scripted sendVideo (milliseconds per case).
+
+The questions of every case: did the seller get the video (once), were the credits kept or
+refunded, is the file gone from disk once the job ended, and what did the operator's metrics count.
+The end-to-end versions over the fake Telegram are in test_faults_delivery.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
+from neurocards.store.jobs import Job, JobState
+from neurocards.store.stats import period_stats
+from tests.engine_kit import EngineKit, running_kit
+
+
+def done(jobs: list[Job]) -> bool:
+    return bool(jobs) and all(j.state is JobState.DONE for j in jobs)
+
+
+def failed(jobs: list[Job]) -> bool:
+    return bool(jobs) and all(j.state is JobState.FAILED for j in jobs)
+
+
+def outputs(kit: EngineKit) -> list[Path]:
+    return sorted(kit.config.storage.outputs_dir.glob("*.mp4"))
+
+
+async def test_killed_during_both_sends_the_job_ends_as_a_delivery_like_any_other(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    gate = asyncio.Event()
+    deliver = kit.notifier.deliver_video
+    started: list[int] = []
+
+    async def hanging_delivery(*args: object, **kwargs: object) -> str:
+        started.append(1)
+        await gate.wait()  # Telegram has the upload; the answer never comes before the kill
+        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+    delivered_to: list[int] = []
+
+    async def on_delivered(user_id: int) -> None:
+        delivered_to.append(user_id)
+
+    kit.notifier.deliver_video = hanging_delivery  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    for expected in (1, 2):  # killed mid-sendVideo, then again mid-repeat
+        await kit.wait(lambda js, n=expected: js[0].send_pending and len(started) == n)
+        await kit.restart()
+        kit.engine.delivery.on_delivered = on_delivered
+    [job] = await kit.wait(done)
+    assert not job.send_pending  # the row no longer says a sendVideo is out
+    assert (await period_stats(kit.db, days=1)).delivered == 1  # in the admin's "delivered today"
+    assert outputs(kit) == [] and job.video_path is None  # the delivered file does not stay on disk
+    assert delivered_to == [1]  # e.g. the inviter's bonus for a first video
+    assert kit.metric("neurocards_jobs_delivered_total") == 1
+    # Its upload time is unknown: it does not count as a sendVideo that took no time.
+    assert kit.metric("neurocards_delivery_seconds_count") == 0
+    assert job_id == job.id and await kit.users.balance(1) == 90
+
+
+async def test_a_video_file_gone_before_sending_is_downloaded_again(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    deliver = kit.notifier.deliver_video
+    calls: list[int] = []
+
+    async def disk_trouble_first(job: Job, path: Path | None, *args: object, **kwargs: object) -> str:
+        calls.append(job.id)
+        if len(calls) == 1:  # Telegram unreachable, and meanwhile the file is swept away
+            assert path is not None
+            path.unlink()
+            raise DeliveryError(DeliveryErrorKind.NETWORK, "connection reset")
+        return await deliver(job, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = disk_trouble_first  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    [job] = await kit.wait(done)
+    assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
+    assert outputs(kit) == []
+
+
+async def test_a_video_gone_with_no_way_to_fetch_it_again_is_refunded(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    gate = asyncio.Event()
+    deliver = kit.notifier.deliver_video
+
+    async def slow_delivery(*args: object, **kwargs: object) -> str:
+        await gate.wait()
+        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = slow_delivery  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    [job] = await kit.wait(lambda js: js[0].send_pending)
+    await kit.restart()  # killed mid-send; meanwhile the file and the result link are both lost
+    assert job.video_path is not None
+    Path(job.video_path).unlink()
+    await kit.db.execute("UPDATE jobs SET result_url = NULL WHERE id = ?", (job_id,))
+    kit.engine.wake()
+    [job] = await kit.wait(failed)
+    assert job.error_class == "delivery" and job.error_text == "video file missing"
+    assert await kit.users.balance(1) == 100 and ("delivery_failed", job_id) in kit.notifier.events
+    assert kit.notifier.videos == []
+
+
+async def test_a_refused_video_is_refunded_its_file_removed_and_counted(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.REJECTED, "Bad Request: wrong file"))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(failed)
+    assert await kit.users.balance(1) == 100 and ("delivery_failed", job_id) in kit.notifier.events
+    assert outputs(kit) == []
+    assert kit.metric("neurocards_job_failures_total", **{"class": "delivery"}) == 1
+    assert kit.metric("neurocards_credits_refunded_total") == 10
+    assert kit.metric("neurocards_telegram_send_errors_total", kind="rejected") == 1
+
+
+async def test_a_blocked_bot_refunds_without_writing_to_the_seller(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.FORBIDDEN, "Forbidden: bot was blocked"))
+    [job_id] = await kit.order()
+    await kit.wait(failed)
+    assert await kit.users.balance(1) == 100
+    assert ("delivery_failed", job_id) not in kit.notifier.events
+
+
+async def test_flood_control_waits_and_sends_again_without_a_failure(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.RETRY_AFTER, "Too Many Requests",
+                                                      retry_after=0.01))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(done)
+    assert kit.notifier.videos == [job_id] and job.send_unsure == 0 and job.attempts == 0
+    assert kit.metric("neurocards_telegram_video_resends_total") == 0
+
+
+async def test_a_telegram_outage_waits_longer_each_time_up_to_the_cap(tmp_path: Path) -> None:
+    overrides = {"generation.retry": {"delivery_delays_s": [0.2, 0.4]},
+                 "delivery": {"max_delay_s": 1.0, "give_up_after_s": 600}}
+    async with running_kit(tmp_path, overrides=overrides) as kit:
+        kit.notifier.delivery_faults.extend(DeliveryError(DeliveryErrorKind.NETWORK, "502 Bad Gateway")
+                                            for _ in range(4))
+        waits: list[float] = []
+        update = kit.jobs.update
+
+        async def note_waits(job_id: int, **changes: object) -> Job:
+            job = await update(job_id, **changes)  # type: ignore[arg-type]
+            if "run_after" in changes and job.delivery_failing_since:
+                waits.append(round(job.run_after - job.updated_at, 1))
+                await update(job_id, run_after=0.0)  # the test does not sit through the wait
+                kit.engine.wake()
+            return job
+
+        kit.jobs.update = note_waits  # type: ignore[method-assign]
+        [job_id] = await kit.order()
+        [job] = await kit.wait(done)
+        assert waits == [0.2, 0.4, 0.8, 1.0]  # the configured waits, then doubling, then the cap
+        assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
+        assert kit.notifier.events.count(("delivery_delayed", job_id)) == 1  # told once, not each time
+
+
+async def test_a_long_telegram_outage_ends_in_a_refund(tmp_path: Path) -> None:
+    overrides = {"generation.retry": {"delivery_delays_s": [0.01]}, "delivery": {"give_up_after_s": 0.3}}
+    async with running_kit(tmp_path, overrides=overrides) as kit:
+        kit.notifier.delivery_faults.extend(DeliveryError(DeliveryErrorKind.NETWORK, "502 Bad Gateway")
+                                            for _ in range(1000))
+        [job_id] = await kit.order()
+        [job] = await kit.wait(failed)
+        assert job.error_class == "delivery" and "502 Bad Gateway" in (job.error_text or "")
+        assert await kit.users.balance(1) == 100 and ("delivery_failed", job_id) in kit.notifier.events
+        assert outputs(kit) == []
+
+
+async def test_the_send_timeout_allows_for_the_upload_on_the_slowest_uplink(tmp_path: Path) -> None:
+    overrides = {"telegram": {"request_timeout_s": 10}, "delivery": {"min_upload_kbps": 0.008}}  # 1 byte/s
+    async with running_kit(tmp_path, overrides=overrides) as kit:
+        deliver = kit.notifier.deliver_video
+        timeouts: list[tuple[int, float | None]] = []
+
+        async def note_timeout(job: Job, path: Path | None, *args: object, timeout_s: float | None = None,
+                               **kwargs: object) -> str:
+            assert path is not None
+            timeouts.append((path.stat().st_size, timeout_s))
+            return await deliver(job, path, *args, timeout_s=timeout_s, **kwargs)  # type: ignore[arg-type]
+
+        kit.notifier.deliver_video = note_timeout  # type: ignore[method-assign]
+        await kit.order()
+        await kit.wait(done)
+        [(size, timeout)] = timeouts
+        assert timeout is not None and round(timeout, 6) == 10 + size

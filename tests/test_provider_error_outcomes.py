@@ -1,0 +1,109 @@
+"""After a provider error: another key, a retry, another provider, or a refund (in-memory provider).
+
+What the operator pays KIE for, what the admin is told and whether the seller's credits come back
+are asked of each case; the end-to-end versions over the fake KIE are in test_faults_kie.py.
+"""
+
+from __future__ import annotations
+
+from neurocards.jobs.alerts import JobNeedsAttention, KeyDisabled, NoPayingKey
+from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
+from neurocards.store.jobs import JobState
+from tests.engine_kit import EngineKit
+
+
+def out_of_credits(key_id: str | None, text: str = "The current credits are insufficient") -> ProviderError:
+    return ProviderError(text, kind=ErrorKind.API, code=402, key_id=key_id)
+
+
+def done(jobs: list) -> bool:
+    return bool(jobs) and all(j.state is JobState.DONE for j in jobs)
+
+
+def failed(jobs: list) -> bool:
+    return bool(jobs) and all(j.state is JobState.FAILED for j in jobs)
+
+
+async def test_a_key_out_of_credits_is_set_aside_and_the_next_key_makes_the_video(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.submit_faults.append(out_of_credits("key-a"))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(done)
+    assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
+    assert kit.provider.disabled == {"key-a"}
+    assert [a for a in kit.notifier.alerts if isinstance(a, KeyDisabled)] == [
+        KeyDisabled("key-a", "The current credits are insufficient", 1)]
+    # Another key is tried at once: no retry is counted and the seller hears of no trouble.
+    assert ("retrying", job_id) not in kit.notifier.events
+    assert kit.metric("neurocards_job_retries_total", **{"class": "billing"}) == 0
+
+
+async def test_keys_running_dry_one_after_another_each_alert_then_a_refund(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    long_answer = "insufficient credits: " + "x" * 500  # e.g. an HTML page instead of JSON
+    kit.provider.submit_faults.extend([out_of_credits("key-a"), out_of_credits("key-b", long_answer)])
+    [job_id] = await kit.order()
+    await kit.wait(failed)
+    assert kit.provider.tasks == {}  # no key left: nothing more is sent to KIE
+    assert kit.provider.disabled == {"key-a", "key-b"}
+    assert await kit.users.balance(1) == 100
+    keys = [a for a in kit.notifier.alerts if isinstance(a, KeyDisabled)]
+    assert [(a.key_id, a.keys_left) for a in keys] == [("key-a", 1), ("key-b", 0)]
+    assert keys[1].reason == long_answer[:200]  # the admin reads the start of the answer, not a page of it
+    assert any(isinstance(a, NoPayingKey) for a in kit.notifier.alerts)
+    assert any(isinstance(a, JobNeedsAttention) and a.job_id == job_id for a in kit.notifier.alerts)
+    assert ("failed:billing", job_id) in kit.notifier.events
+
+
+async def test_out_of_credits_without_a_known_key_refunds_and_takes_no_key_out(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.submit_faults.append(out_of_credits(None))
+    [job_id] = await kit.order()
+    await kit.wait(failed)
+    assert kit.provider.tasks == {} and kit.provider.disabled == set()
+    assert await kit.users.balance(1) == 100
+    assert not any(isinstance(a, (KeyDisabled, NoPayingKey)) for a in kit.notifier.alerts)
+    assert [type(a) for a in kit.notifier.alerts] == [JobNeedsAttention]
+
+
+async def test_a_task_failed_for_want_of_credits_is_made_again_on_the_next_key(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.next_outcome.append(TaskStatus(TaskState.FAILED, fail_code=402, fail_msg="Credits insufficient"))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(done, timeout=3.0)
+    assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
+    assert [t.key_id for t in kit.provider.tasks.values()] == ["key-a", "key-b"]
+    assert kit.provider.disabled == {"key-a"} and job.task_id == "t2"
+
+
+async def test_the_failed_task_paid_by_a_dry_key_is_the_one_fresh_task_a_job_gets(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.next_outcome.extend([TaskStatus(TaskState.FAILED, fail_code=402, fail_msg="Credits insufficient"),
+                                      TaskStatus(TaskState.FAILED, fail_code=500, fail_msg="Internal Error")])
+    [job_id] = await kit.order()
+    [job] = await kit.wait(failed, timeout=3.0)
+    assert len(kit.provider.tasks) == 2  # a failed task is paid for: no third one
+    assert await kit.users.balance(1) == 100 and ("failed:temporary", job_id) in kit.notifier.events
+
+
+async def test_the_last_key_out_tells_the_admin_no_key_can_pay(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.disabled.add("key-a")
+    long_answer = "insufficient credits: " + "y" * 500
+    kit.provider.submit_faults.append(out_of_credits("key-b", long_answer))
+    await kit.order()
+    await kit.wait(failed)
+    [no_key] = [a for a in kit.notifier.alerts if isinstance(a, NoPayingKey)]
+    assert no_key.reason == long_answer[:200]
+    assert kit.provider.tasks == {} and await kit.users.balance(1) == 100
+
+
+async def test_a_provider_without_keys_out_of_credits_refunds_and_alerts(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.engine.chain.get("kie").keys = None  # e.g. a backend with one account and no key rotation
+    kit.provider.submit_faults.append(out_of_credits(None))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(failed)
+    assert job.error_class == "billing" and ("failed:billing", job_id) in kit.notifier.events
+    assert [type(a) for a in kit.notifier.alerts] == [JobNeedsAttention]
+    assert await kit.users.balance(1) == 100
