@@ -268,3 +268,64 @@ async def test_killed_during_both_sends_ends_delivered_unconfirmed_not_refunded(
     assert len(started) == 2 and job.send_unsure == 1  # one repeat, never a third copy
     assert kit.metric("neurocards_telegram_videos_unconfirmed_total") == 1
     assert await kit.users.balance(1) == 90  # the seller has the video: no refund
+
+
+async def test_a_crash_of_ours_ends_in_a_refund_and_one_message(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+
+    async def broken_prompt(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("a bug of ours")
+
+    kit.engine.prompts.build = broken_prompt  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    [job] = await kit.wait(failed)
+    await kit.event(("failed:unknown", job_id))
+    assert job.error_class == "unknown" and not job.claimed and "a bug of ours" in (job.error_text or "")
+    assert await kit.users.balance(1) == 100 and kit.provider.tasks == {}
+    assert kit.metric("neurocards_refunds_total") == 1 and kit.metric("neurocards_credits_refunded_total") == 10
+
+
+async def test_a_crash_whose_refund_the_database_refused_is_retried_after_a_pause(engine_kit: EngineKit) -> None:
+    """Recording the crash failed (disk full for a moment): the job is not left claimed and charged, and
+    not spun on either; it runs again after `db_trouble_retry_s` and then ends refunded."""
+    kit = engine_kit
+    kit.engine.db_trouble_retry_s = 0.3
+    crashes: list[float] = []
+
+    async def broken_prompt(*args: object, **kwargs: object) -> str:
+        crashes.append(asyncio.get_running_loop().time())
+        raise RuntimeError("a bug of ours")
+
+    real_fail = kit.jobs.fail_and_refund
+    refusals = [sqlite3.OperationalError("database or disk is full")]
+
+    async def fail_once_refused(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if refusals:
+            raise refusals.pop()
+        return await real_fail(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.jobs.fail_and_refund = fail_once_refused  # type: ignore[method-assign]
+    kit.engine.prompts.build = broken_prompt  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    [job] = await kit.wait(failed)
+    assert len(crashes) == 2 and crashes[1] - crashes[0] >= 0.25
+    assert job.error_class == "unknown" and not job.claimed
+    assert await kit.users.balance(1) == 100
+    assert kit.notifier.events.count(("failed:unknown", job_id)) == 1
+
+
+async def test_a_crash_after_a_ban_leaves_the_cancelled_job_as_it_is(engine_kit: EngineKit) -> None:
+    """The admin's ban refunded the job while the engine prepared it; the engine then crashes: the job
+    stays cancelled, the seller gets no failure message, and no failed job is counted."""
+    kit = engine_kit
+
+    async def ban_then_crash(*args: object, **kwargs: object) -> str:
+        assert await kit.jobs.cancel_queued(1, "banned by admin") == [1]
+        raise RuntimeError("a bug of ours")
+
+    kit.engine.prompts.build = ban_then_crash  # type: ignore[method-assign]
+    await kit.order()
+    [job] = await kit.wait(lambda js: failed(js) and not kit.engine.in_flight)  # the crash was handled
+    assert job.error_class == "cancelled" and job.error_text == "banned by admin"
+    assert kit.notifier.events == [] and await kit.users.balance(1) == 100
+    assert kit.metric("neurocards_job_failures_total", **{"class": "unknown"}) == 0

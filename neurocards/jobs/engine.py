@@ -189,7 +189,7 @@ class Engine:
         try:
             current = await self.jobs.get(job.id)
             if current and current.state not in TERMINAL:
-                await self.outcomes.fail(current, Failure(FailureClass.UNKNOWN, f"internal error: {exc!r}"[:500]))
+                await self.outcomes.fail(current, Failure(FailureClass.UNKNOWN, f"internal error: {exc!r}"))  # the table caps the text
             return None
         except Exception as again:
             log.error("job %d: could not record the crash (%s); retrying later", job.id, again)
