@@ -8,7 +8,10 @@ The end-to-end versions over the fake Telegram are in test_faults_delivery.py.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
+
+import pytest
 
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.store.jobs import Job, JobState
@@ -135,19 +138,24 @@ async def test_flood_control_waits_and_sends_again_without_a_failure(engine_kit:
     assert kit.metric("neurocards_telegram_video_resends_total") == 0
 
 
-async def test_a_telegram_outage_waits_longer_each_time_up_to_the_cap(tmp_path: Path) -> None:
-    overrides = {"generation.retry": {"delivery_delays_s": [0.2, 0.4]},
-                 "delivery": {"max_delay_s": 1.0, "give_up_after_s": 600}}
+@pytest.mark.parametrize(("delays", "cap", "waits"), [
+    ([0.1, 0.2, 0.3], 3.0, [0.1, 0.2, 0.3, 0.6, 1.2, 2.4, 3.0]),  # the configured waits, doubling, the cap
+    ([], 10.0, [3.0, 6.0, 10.0]),  # none configured: 3 s, then doubling
+])
+async def test_a_telegram_outage_waits_longer_each_time_up_to_the_cap(
+        tmp_path: Path, delays: list[float], cap: float, waits: list[float]) -> None:
+    overrides = {"generation.retry": {"delivery_delays_s": delays},
+                 "delivery": {"max_delay_s": cap, "give_up_after_s": 600}}
     async with running_kit(tmp_path, overrides=overrides) as kit:
         kit.notifier.delivery_faults.extend(DeliveryError(DeliveryErrorKind.NETWORK, "502 Bad Gateway")
-                                            for _ in range(4))
-        waits: list[float] = []
+                                            for _ in waits)
+        seen: list[float] = []
         update = kit.jobs.update
 
         async def note_waits(job_id: int, **changes: object) -> Job:
             job = await update(job_id, **changes)  # type: ignore[arg-type]
             if "run_after" in changes and job.delivery_failing_since:
-                waits.append(round(job.run_after - job.updated_at, 1))
+                seen.append(round(job.run_after - job.updated_at, 1))
                 await update(job_id, run_after=0.0)  # the test does not sit through the wait
                 kit.engine.wake()
             return job
@@ -155,7 +163,7 @@ async def test_a_telegram_outage_waits_longer_each_time_up_to_the_cap(tmp_path: 
         kit.jobs.update = note_waits  # type: ignore[method-assign]
         [job_id] = await kit.order()
         [job] = await kit.wait(done)
-        assert waits == [0.2, 0.4, 0.8, 1.0]  # the configured waits, then doubling, then the cap
+        assert seen == waits
         assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
         assert kit.notifier.events.count(("delivery_delayed", job_id)) == 1  # told once, not each time
 
@@ -167,7 +175,8 @@ async def test_a_long_telegram_outage_ends_in_a_refund(tmp_path: Path) -> None:
                                             for _ in range(1000))
         [job_id] = await kit.order()
         [job] = await kit.wait(failed)
-        assert job.error_class == "delivery" and "502 Bad Gateway" in (job.error_text or "")
+        assert job.error_class == "delivery"
+        assert re.fullmatch(r"network for [0-9]s: 502 Bad Gateway", job.error_text or ""), job.error_text
         assert await kit.users.balance(1) == 100 and ("delivery_failed", job_id) in kit.notifier.events
         assert outputs(kit) == []
 
@@ -189,3 +198,14 @@ async def test_the_send_timeout_allows_for_the_upload_on_the_slowest_uplink(tmp_
         await kit.wait(done)
         [(size, timeout)] = timeouts
         assert timeout is not None and round(timeout, 6) == 10 + size
+
+
+async def test_a_second_failure_of_the_same_job_refunds_counts_and_tells_nothing_more(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.REJECTED, "Bad Request: wrong file"))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(failed)
+    again = await kit.engine.delivery.fail(job, "sendVideo failed again")  # e.g. a late second report
+    assert again.state is JobState.FAILED and await kit.users.balance(1) == 100
+    assert kit.notifier.events.count(("delivery_failed", job_id)) == 1
+    assert kit.metric("neurocards_refunds_total") == 1 and kit.metric("neurocards_credits_refunded_total") == 10
