@@ -87,6 +87,16 @@ async def test_a_callback_is_adopted_only_when_the_provider_confirms_it(tmp_path
         assert {first, second} == {unsure.id, other.id}
 
 
+async def test_a_callback_naming_a_job_we_do_not_have_is_counted_as_an_orphaned_task(tmp_path: Path) -> None:
+    """A callback URL from another installation (or a restored older database) names job 999: the
+    paid task is counted for the operator, nothing is adopted, nothing crashes."""
+    async with running_kit(tmp_path, callbacks=True) as kit:
+        status = TaskStatus(TaskState.SUCCESS, ("mem://video/t7",))
+        assert not await kit.engine.on_task_callback("t7", status, (999, 1))
+        assert kit.metric("neurocards_kie_tasks_orphaned_total", reason="late_callback") == 1
+        assert await kit.db.fetchall("SELECT id FROM jobs") == []
+
+
 async def test_waiting_for_a_callback_is_bounded_by_the_generation_timeout(tmp_path: Path) -> None:
     async with running_kit(tmp_path, callbacks=True, overrides={"kie": {"timeout_s": 0.3}}) as kit:
         kit.provider.submit_faults.append(("after", read_timeout()))

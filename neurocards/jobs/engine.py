@@ -269,7 +269,8 @@ class Engine:
             state=JobState.SENDING, event=event)
 
     async def on_task_callback(self, task_id: str, status: TaskStatus, hint: tuple[int, int] | None = None) -> bool:
-        return await self.generation.on_task_callback(task_id, status, hint)
+        """The callback server's handler. The status its body claims is not used: the task is polled."""
+        return await self.generation.on_task_callback(task_id, hint)
 
     # ---- periodic work ------------------------------------------------------
 

@@ -28,7 +28,6 @@ from neurocards.providers.base import (
     ProviderError,
     SubmittedTask,
     TaskState,
-    TaskStatus,
     VideoRequest,
 )
 from neurocards.services.formats import model_aspect
@@ -152,7 +151,7 @@ class Generation:
 
     # ---- callbacks ---------------------------------------------------------------------
 
-    async def on_task_callback(self, task_id: str, status: TaskStatus, hint: tuple[int, int] | None = None) -> bool:
+    async def on_task_callback(self, task_id: str, hint: tuple[int, int] | None = None) -> bool:
         """The provider says a task changed. Its body is never trusted: a known task is polled at
         once; an unknown one is adopted only by the unsure job its URL names, after the provider
         itself confirms the task and the URL it was created with."""

@@ -1,0 +1,139 @@
+"""The job table's money writes: who may move a job, when a failure gives the credits back, and what the
+seller and the operator read about it afterwards (a real SQLite file, no engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from neurocards.bot.statement import row_text
+from neurocards.store.db import Database
+from neurocards.store.jobs import JobFinished, JobMoved, JobState, JobStore
+from neurocards.store.orders import OrderStore
+from neurocards.store.statement import StatementStore
+from neurocards.store.users import ProductStore, UserStore
+
+SELLER = 7
+
+
+@pytest.fixture
+async def db(tmp_path: Path):
+    database = await Database.open(tmp_path / "t.sqlite3")
+    yield database
+    await database.close()
+
+
+async def _order(db: Database, count: int = 1) -> tuple[UserStore, JobStore, list[int]]:
+    """A seller with 30 credits who ordered `count` videos at 10 credits each."""
+    users = UserStore(db)
+    await users.touch(SELLER, username=None, first_name="S", language="ru", welcome_credits=30)
+    product = await ProductStore(db).create(SELLER, "file", "/nonexistent.jpg")
+    await ProductStore(db).set_description(product, "Кружка")
+    made = await OrderStore(db).create_charged(
+        user_id=SELLER, chat_id=SELLER, request_key="k", product_ids=[product], per_product=count,
+        template="studio", wishes="", provider="kie", model="veo3_fast", cost_each=10)
+    return users, JobStore(db), made.job_ids
+
+
+async def _history(db: Database, job_id: int) -> list[tuple[str, str | None]]:
+    rows = await db.fetchall("SELECT state, detail FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
+    return [(r["state"], r["detail"]) for r in rows]
+
+
+async def test_a_delivered_video_is_never_refunded(db: Database) -> None:
+    users, jobs, [job_id] = await _order(db)
+    await jobs.update(job_id, state=JobState.DONE, video_file_id="file-1")
+    job, refunded = await jobs.fail_and_refund(job_id, error_class="delivery", error_text="late error")
+    assert not refunded and job.state is JobState.DONE and job.error_class is None
+    assert await users.balance(SELLER) == 20
+    with pytest.raises(JobFinished):
+        await jobs.update(job_id, state=JobState.SENDING)
+
+
+async def test_a_failed_job_is_refunded_once_and_its_history_says_so(db: Database) -> None:
+    users, jobs, [job_id] = await _order(db)
+    failed, refunded = await jobs.fail_and_refund(job_id, error_class="temporary", error_text="KIE 500")
+    assert refunded and failed.state is JobState.FAILED and not failed.claimed
+    assert (failed.error_class, failed.error_text) == ("temporary", "KIE 500")
+    finished_at = failed.finished_at
+    assert finished_at is not None
+    again, refunded = await jobs.fail_and_refund(job_id, error_class="delivery", error_text="late")
+    assert not refunded and again.finished_at == finished_at  # it ended when it first ended
+    assert await users.balance(SELLER) == 30
+    assert (await _history(db, job_id))[-2:] == [("failed", "temporary: KIE 500 (refunded)"),
+                                                 ("failed", "delivery: late")]
+
+
+async def test_a_page_long_error_is_kept_short_in_the_job_and_its_history(db: Database) -> None:
+    _, jobs, [job_id] = await _order(db)
+    html = "<html>" + "x" * 5000
+    failed, _ = await jobs.fail_and_refund(job_id, error_class="unknown", error_text=html)
+    assert failed.error_text == html[:1000]
+    assert (await _history(db, job_id))[-1] == ("failed", f"unknown: {html[:500]} (refunded)")
+
+
+async def test_the_statement_names_why_a_job_was_refunded(db: Database) -> None:
+    _, jobs, [cancelled, failed] = await _order(db, count=2)
+    assert await jobs.cancel_queued(SELLER, "banned by admin") == [cancelled, failed]
+    rows = await StatementStore(db).rows(SELLER)
+    refunds = [(r.job_id, row_text(r)) for r in rows if r.kind == "job_refund"]
+    assert refunds == [(cancelled, "возврат: заказ отменён"), (failed, "возврат: заказ отменён")]
+
+
+async def test_a_ban_cancels_only_the_jobs_still_queued_when_each_is_written(db: Database) -> None:
+    """The ban read two queued jobs; the engine takes the second to KIE before the ban gets to it:
+    that one is left to be delivered (and stays paid), the first is cancelled and refunded."""
+    users, jobs, [first, second] = await _order(db, count=2)
+    real_fail = jobs.fail_and_refund
+
+    async def engine_moves_second_first(job_id: int, **kwargs):  # type: ignore[no-untyped-def]
+        if job_id == second:
+            await jobs.update(second, expect={"state": JobState.QUEUED}, state=JobState.SUBMITTING,
+                              image_url="https://x/p.jpg")
+        return await real_fail(job_id, **kwargs)
+
+    jobs.fail_and_refund = engine_moves_second_first  # type: ignore[method-assign]
+    assert await jobs.cancel_queued(SELLER, "banned by admin") == [first]
+    moved = await jobs.get(second)
+    assert moved is not None and moved.state is JobState.SUBMITTING and moved.error_class is None
+    assert await users.balance(SELLER) == 20
+
+
+async def test_a_job_cannot_be_handed_to_another_seller_or_order(db: Database) -> None:
+    _, jobs, [job_id] = await _order(db)
+    for field in ("user_id", "chat_id", "order_id", "request_key"):
+        with pytest.raises(ValueError, match=field):
+            await jobs.update(job_id, **{field: 8})
+    with pytest.raises(ValueError, match="user_id"):
+        await jobs.update(job_id, expect={"user_id": SELLER}, state=JobState.SUBMITTING)
+    job = await jobs.get(job_id)
+    assert job is not None and (job.user_id, job.chat_id, job.state) == (SELLER, SELLER, JobState.QUEUED)
+
+
+async def test_a_write_that_lost_a_race_to_a_live_job_is_told_moved_not_finished(db: Database) -> None:
+    _, jobs, [job_id] = await _order(db)
+    with pytest.raises(JobMoved) as info:
+        await jobs.update(job_id, expect={"state": JobState.GENERATING}, state=JobState.DOWNLOADING)
+    assert not isinstance(info.value, JobFinished)
+    await jobs.fail_and_refund(job_id, error_class="cancelled", error_text="ban")
+    with pytest.raises(JobMoved) as info:  # bookkeeping on a finished job that expected something else
+        await jobs.update(job_id, allow_finished=True, expect={"video_path": "/old.mp4"}, video_path=None)
+    assert not isinstance(info.value, JobFinished)
+    with pytest.raises(KeyError):
+        await jobs.update(job_id + 100, state=JobState.SUBMITTING)
+
+
+async def test_the_history_and_the_live_status_follow_each_state_and_retry(db: Database) -> None:
+    """The operator reads a job's states and events in job_events; the order's live status is woken on
+    a new state or a retry, not on every bookkeeping write."""
+    _, jobs, [job_id] = await _order(db)
+    woken: list[tuple[JobState, int]] = []
+    jobs.on_change = lambda job: woken.append((job.state, job.attempts))
+    await jobs.update(job_id, prompt="A mug on a table", event="prompt ready")
+    await jobs.update(job_id, image_url="https://x/p.jpg", state=JobState.SUBMITTING)
+    await jobs.update(job_id, key_id="key-a")
+    await jobs.update(job_id, attempts=1, run_after=0.0)
+    assert await _history(db, job_id) == [("queued", "order 1: charged 10"), ("queued", "prompt ready"),
+                                          ("submitting", None)]
+    assert woken == [(JobState.SUBMITTING, 0), (JobState.SUBMITTING, 1)]
