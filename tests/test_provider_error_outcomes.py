@@ -52,7 +52,7 @@ async def test_keys_running_dry_one_after_another_each_alert_then_a_refund(engin
     assert keys[1].reason == long_answer[:200]  # the admin reads the start of the answer, not a page of it
     assert any(isinstance(a, NoPayingKey) for a in kit.notifier.alerts)
     assert any(isinstance(a, JobNeedsAttention) and a.job_id == job_id for a in kit.notifier.alerts)
-    assert ("failed:billing", job_id) in kit.notifier.events
+    await kit.event(("failed:billing", job_id))
 
 
 async def test_out_of_credits_without_a_known_key_refunds_and_takes_no_key_out(engine_kit: EngineKit) -> None:
@@ -83,7 +83,8 @@ async def test_the_failed_task_paid_by_a_dry_key_is_the_one_fresh_task_a_job_get
     [job_id] = await kit.order()
     [job] = await kit.wait(failed, timeout=3.0)
     assert len(kit.provider.tasks) == 2  # a failed task is paid for: no third one
-    assert await kit.users.balance(1) == 100 and ("failed:temporary", job_id) in kit.notifier.events
+    await kit.event(("failed:temporary", job_id))
+    assert await kit.users.balance(1) == 100
 
 
 async def test_the_last_key_out_tells_the_admin_no_key_can_pay(engine_kit: EngineKit) -> None:
@@ -104,6 +105,28 @@ async def test_a_provider_without_keys_out_of_credits_refunds_and_alerts(engine_
     kit.provider.submit_faults.append(out_of_credits(None))
     [job_id] = await kit.order()
     [job] = await kit.wait(failed)
-    assert job.error_class == "billing" and ("failed:billing", job_id) in kit.notifier.events
+    await kit.event(("failed:billing", job_id))
+    assert job.error_class == "billing"
     assert [type(a) for a in kit.notifier.alerts] == [JobNeedsAttention]
     assert await kit.users.balance(1) == 100
+
+
+async def test_each_kind_of_failure_that_needs_the_admin_reaches_them_once(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.engine.chain.get("kie").keys = None  # no key rotation: a 402 is the account's
+    page = "The current credits are insufficient. " + "z" * 500
+    kit.provider.submit_faults.extend([
+        out_of_credits(None, page),
+        ProviderError("aspect_ratio is not supported", kind=ErrorKind.API, code=422),
+        out_of_credits(None),  # the same trouble again: the admin has heard of it
+    ])
+    first = await kit.order(user_id=1)
+    await kit.wait(failed)
+    second = await kit.order(user_id=2)
+    await kit.wait(failed)
+    third = await kit.order(user_id=3)
+    await kit.wait(failed)
+    told = [a for a in kit.notifier.alerts if isinstance(a, JobNeedsAttention)]
+    assert told == [JobNeedsAttention(first[0], "billing", 402, page[:300]),
+                    JobNeedsAttention(second[0], "our_bug", 422, "aspect_ratio is not supported")]
+    assert third and [await kit.users.balance(u) for u in (1, 2, 3)] == [100, 100, 100]
