@@ -148,6 +148,7 @@ class RecordingNotifier:
         self.videos: list[int] = []
         self.events: list[tuple[str, int]] = []
         self.delivery_faults: deque[DeliveryError] = deque()
+        self.wait_notices: dict[int, int] = {}  # chat -> the minutes it was told to wait
         self.alerts: list[object] = []  # what the admins were told, as the alert objects
 
     async def deliver_video(self, job: Job, path: Path | None, balance: int, simple: bool = False,
@@ -171,6 +172,7 @@ class RecordingNotifier:
 
     async def job_waiting(self, job: Job, eta_minutes: int) -> None:
         self.events.append(("waiting", job.id))
+        self.wait_notices[job.chat_id] = eta_minutes
 
     async def alert_admins(self, alert: object) -> None:
         self.alerts.append(alert)

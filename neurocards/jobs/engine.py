@@ -274,18 +274,17 @@ class Engine:
 
     # ---- periodic work ------------------------------------------------------
 
-    async def notify_long_waits(self) -> int:
+    async def notify_long_waits(self) -> None:
         """One calm message per chat for jobs waiting longer than the notice threshold."""
         now = time.time()
         waiting = await self.jobs.waiting_unnotified(now - self.config.generation.retry.queue_notice_after_s)
         if not waiting:
-            return 0
+            return
         average = await self.jobs.average_duration_s() or DEFAULT_DURATION_S
         await self.jobs.mark_queue_notified([j.id for j in waiting])  # first: never twice
         by_chat: dict[int, Job] = {}
         for job in waiting:
             by_chat.setdefault(job.chat_id, job)
         for job in by_chat.values():
-            remaining = max(average - (now - (job.started_at or job.created_at)), 0.3 * average, 60.0)
-            await quietly(self.notifier.job_waiting(job, max(1, math.ceil(remaining / 60))))
-        return len(by_chat)
+            remaining = max(average - (now - (job.started_at or job.created_at)), 0.3 * average)
+            await quietly(self.notifier.job_waiting(job, max(1, math.ceil(remaining / 60))))  # never "0 min"
