@@ -3,16 +3,19 @@ seller and the operator read about it afterwards (a real SQLite file, no engine)
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from neurocards.bot.statement import row_text
+from neurocards.services.orders import LimitReached, Orders
 from neurocards.store.db import Database
 from neurocards.store.jobs import JobFinished, JobMoved, JobState, JobStore
 from neurocards.store.orders import OrderStore
 from neurocards.store.statement import StatementStore
 from neurocards.store.users import ProductStore, UserStore
+from tests.engine_kit import make_engine_kit
 
 SELLER = 7
 
@@ -137,3 +140,73 @@ async def test_the_history_and_the_live_status_follow_each_state_and_retry(db: D
     assert await _history(db, job_id) == [("queued", "order 1: charged 10"), ("queued", "prompt ready"),
                                           ("submitting", None)]
     assert woken == [(JobState.SUBMITTING, 0), (JobState.SUBMITTING, 1)]
+
+
+async def _sellers_order(db: Database, seller: int, count: int) -> list[int]:
+    await UserStore(db).touch(seller, username=None, first_name="S", language="ru", welcome_credits=10 * count)
+    product = await ProductStore(db).create(seller, "file", "/nonexistent.jpg")
+    made = await OrderStore(db).create_charged(
+        user_id=seller, chat_id=seller, request_key=f"k{seller}", product_ids=[product], per_product=count,
+        template="studio", wishes="", provider="kie", model="veo3_fast", cost_each=10)
+    return made.job_ids
+
+
+async def test_with_one_video_in_flight_per_seller_a_big_order_waits_its_turn(db: Database) -> None:
+    """limits.max_jobs_in_flight = 1: a seller's 3-video order runs one at a time, while another seller's
+    video starts alongside instead of queueing behind it."""
+    jobs = JobStore(db)
+    jobs.per_user_running = 1
+    big = await _sellers_order(db, 7, 3)
+    [small] = await _sellers_order(db, 8, 1)
+    assert [j.id for j in await jobs.claim_runnable(10)] == [big[0], small]
+    assert await jobs.claim_runnable(10) == []
+    await jobs.update(big[0], state=JobState.DONE)
+    assert [j.id for j in await jobs.claim_runnable(10)] == [big[1]]
+
+
+async def test_with_two_in_flight_per_seller_two_start_at_once(db: Database) -> None:
+    jobs = JobStore(db)
+    jobs.per_user_running = 2
+    big = await _sellers_order(db, 7, 3)
+    assert [j.id for j in await jobs.claim_runnable(10)] == big[:2]
+    assert [j.id for j in await jobs.claim_runnable(1)] == []
+
+
+async def test_one_free_slot_takes_the_oldest_waiting_job(db: Database) -> None:
+    jobs = JobStore(db)
+    first, second, third = await _sellers_order(db, 7, 3)
+    await jobs.update(first, run_after=time.time() + 60)  # waiting for its retry
+    assert [j.id for j in await jobs.claim_runnable(1)] == [second]
+    assert [j.id for j in await jobs.claim_runnable(1)] == [third]
+    assert await jobs.claim_runnable(1) == []
+    assert [j.id for j in await jobs.claim_runnable(1, now=time.time() + 61)] == [first]
+
+
+async def test_the_watchdog_frees_every_claim_no_coroutine_holds_and_only_those(db: Database) -> None:
+    jobs = JobStore(db)
+    stuck_a, running, stuck_b, finished = await _sellers_order(db, 7, 4)
+    assert len(await jobs.claim_runnable(10)) == 4
+    await jobs.fail_and_refund(finished, error_class="cancelled", error_text="ban")
+    await db.execute("UPDATE jobs SET claimed = 1 WHERE id = ?", (finished,))  # a finished job's stale flag
+    assert await jobs.release_orphaned_claims({running}) == [stuck_a, stuck_b]
+    assert [j.id for j in await jobs.claim_runnable(10)] == [stuck_a, stuck_b]
+    assert await jobs.release_orphaned_claims({stuck_a, running, stuck_b}) == []
+
+
+async def test_a_new_seller_may_order_the_whole_daily_limit_at_once(tmp_path: Path) -> None:
+    kit = await make_engine_kit(tmp_path, overrides={"limits": {"videos_per_day": 2,
+                                                                "min_seconds_between_orders": 600}})
+    try:
+        orders = Orders(kit.config, kit.jobs, kit.engine.templates, kit.engine.chain)
+        await orders.check_limits(1, 2)  # never ordered: nothing counted today, no last order
+        await kit.order(user_id=1, count=2)
+        with pytest.raises(LimitReached) as info:
+            await orders.check_limits(1, 1)
+        assert info.value.kind == "too_soon"
+        unspaced = kit.config.model_copy(update={"limits": kit.config.limits.model_copy(
+            update={"min_seconds_between_orders": 0})})
+        with pytest.raises(LimitReached) as info:
+            await Orders(unspaced, kit.jobs, kit.engine.templates, kit.engine.chain).check_limits(1, 1)
+        assert info.value.kind == "per_day"
+    finally:
+        await kit.db.close()

@@ -113,7 +113,7 @@ class Orders:
         limits = self.config.limits
         now = time.time()
         day_start = now - now % 86400
-        recent, _, last = await self.jobs.user_activity(user_id, day_start)
+        recent, last = await self.jobs.user_activity(user_id, day_start)
         if limits.min_seconds_between_orders and last is not None \
                 and now - last < limits.min_seconds_between_orders:
             raise LimitReached("too_soon", limits.min_seconds_between_orders,
