@@ -126,3 +126,30 @@ async def test_the_guessing_brake_lifts_after_an_hour_and_old_guesses_are_forgot
     rows = await db.fetchall("SELECT user_id, at FROM promo_attempts")
     assert [(r["user_id"], r["at"]) for r in rows] == [(8, later)]
     assert isinstance(await promos.redeem(7, "SUMMER", now=later), Redeemed)
+
+
+@pytest.mark.parametrize(("start", "code"), [
+    ("promo_WB2026", "WB2026"), ("promo_spring", "spring"),
+    (None, None), ("", None), ("ref_12345", None), ("WB2026", None), ("xpromo_WB2026", None),
+])
+def test_only_a_promo_link_brings_a_code_with_start(start: str | None, code: str | None) -> None:
+    """t.me/<bot>?start=promo_CODE redeems CODE; a plain /start or a referral link redeems nothing."""
+    assert Promos.code_from_start(start) == code
+
+
+async def test_the_owner_sees_the_weeks_redemptions_per_code_most_redeemed_first(db: Database) -> None:
+    promos = Promos(PromoStore(db))
+    users = UserStore(db)
+    for uid in (9, 10):
+        await users.ensure(uid)
+    for code in ("BLOGGER", "ANNA", "OLD"):
+        await promos.create(code, 5)
+    week_ago = 1_000_000.0
+    await promos.redeem(7, "OLD", now=week_ago - 1)  # before the week: not counted
+    for uid in (8, 9):
+        await promos.redeem(uid, "ANNA", now=week_ago + uid)
+    for uid in (7, 8, 9):
+        await promos.redeem(uid, "BLOGGER", now=week_ago)
+    await promos.redeem(10, "OLD", now=week_ago + 5)
+    assert list((await PromoStore(db).redemptions_since(week_ago)).items()) == [("BLOGGER", 3), ("ANNA", 2),
+                                                                                  ("OLD", 1)]
