@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from neurocards.jobs import delivery
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.store.jobs import Job, JobState
 from neurocards.store.stats import period_stats
@@ -140,12 +143,14 @@ async def test_flood_control_waits_and_sends_again_without_a_failure(engine_kit:
     assert kit.metric("neurocards_telegram_video_resends_total") == 0
 
 
-@pytest.mark.parametrize(("delays", "cap", "waits"), [
-    ([0.1, 0.2, 0.3], 3.0, [0.1, 0.2, 0.3, 0.6, 1.2, 2.4, 3.0]),  # the configured waits, doubling, the cap
-    ([], 10.0, [3.0, 6.0, 10.0]),  # none configured: 3 s, then doubling
+@pytest.mark.parametrize(("delays", "cap", "waits", "told"), [
+    ([0.1, 0.2, 0.3], 3.0, [0.1, 0.2, 0.3, 0.6, 1.2, 2.4, 3.0], 1),  # the configured waits, doubling, the cap
+    ([], 10.0, [3.0, 6.0, 10.0], 1),  # none configured: 3 s, then doubling
+    ([0.1], 1.0, [0.1, 0.2], 1),  # the seller hears of the trouble at the second failed attempt...
+    ([0.1], 1.0, [0.1], 0),  # ...one blip is not worth a message
 ])
 async def test_a_telegram_outage_waits_longer_each_time_up_to_the_cap(
-        tmp_path: Path, delays: list[float], cap: float, waits: list[float]) -> None:
+        tmp_path: Path, delays: list[float], cap: float, waits: list[float], told: int) -> None:
     overrides = {"generation.retry": {"delivery_delays_s": delays},
                  "delivery": {"max_delay_s": cap, "give_up_after_s": 600}}
     async with running_kit(tmp_path, overrides=overrides) as kit:
@@ -167,7 +172,7 @@ async def test_a_telegram_outage_waits_longer_each_time_up_to_the_cap(
         [job] = await kit.wait(done)
         assert seen == waits
         assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
-        assert kit.notifier.events.count(("delivery_delayed", job_id)) == 1  # told once, not each time
+        assert kit.notifier.events.count(("delivery_delayed", job_id)) == told  # told once, not each time
 
 
 async def test_a_long_telegram_outage_ends_in_a_refund(tmp_path: Path) -> None:
@@ -213,3 +218,28 @@ async def test_a_second_failure_of_the_same_job_refunds_counts_and_tells_nothing
     assert again.state is JobState.FAILED and await kit.users.balance(1) == 100
     assert kit.notifier.events.count(("delivery_failed", job_id)) == 1
     assert kit.metric("neurocards_refunds_total") == 1 and kit.metric("neurocards_credits_refunded_total") == 10
+
+
+async def test_an_outage_ends_in_a_refund_exactly_when_its_time_is_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = SimpleNamespace(now=time.time(), monotonic=time.monotonic)
+    clock.time = lambda: clock.now
+    monkeypatch.setattr(delivery, "time", clock)
+    async with running_kit(tmp_path, overrides={"delivery": {"give_up_after_s": 0.5}}) as kit:
+        deliver = kit.notifier.deliver_video
+        calls: list[int] = []
+
+        async def outage(*args: object, **kwargs: object) -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise DeliveryError(DeliveryErrorKind.NETWORK, "502 Bad Gateway")
+            if len(calls) == 2:  # the second attempt fails just as the outage reaches the limit
+                clock.now += 0.5
+                raise DeliveryError(DeliveryErrorKind.NETWORK, "502 Bad Gateway")
+            return await deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+        kit.notifier.deliver_video = outage  # type: ignore[method-assign]
+        [job_id] = await kit.order()
+        await kit.wait(failed)
+        await kit.event(("delivery_failed", job_id))
+        assert len(calls) == 2 and await kit.users.balance(1) == 100

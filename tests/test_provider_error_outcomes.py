@@ -51,6 +51,7 @@ async def test_keys_running_dry_one_after_another_each_alert_then_a_refund(engin
     assert [(a.key_id, a.keys_left) for a in keys] == [("key-a", 1), ("key-b", 0)]
     assert keys[1].reason == long_answer[:200]  # the admin reads the start of the answer, not a page of it
     assert any(isinstance(a, NoPayingKey) for a in kit.notifier.alerts)
+    assert kit.metric("neurocards_job_failures_total", **{"class": "billing"}) == 1
     assert any(isinstance(a, JobNeedsAttention) and a.job_id == job_id for a in kit.notifier.alerts)
     await kit.event(("failed:billing", job_id))
 

@@ -138,7 +138,7 @@ class Delivery:
         if not job.delivery_notified and job.attempts >= NOTIFY_AFTER_FAILURES:
             try:
                 await self.notifier.delivery_delayed(job)
-                await self.jobs.update(job.id, delivery_notified=1)
+                await self.jobs.update(job.id, delivery_notified=True)
             except Exception as exc:  # Telegram is down for messages too: tell them next time
                 log.info("job %d: 'waiting for Telegram' notice not sent yet: %s", job.id, exc)
         return None
