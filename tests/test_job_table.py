@@ -210,3 +210,19 @@ async def test_a_new_seller_may_order_the_whole_daily_limit_at_once(tmp_path: Pa
         assert info.value.kind == "per_day"
     finally:
         await kit.db.close()
+
+
+async def test_a_job_nobody_paid_for_fails_without_a_refund(db: Database) -> None:
+    """A job row written by hand (an operator's test, a restored dump) was never charged: failing it gives
+    nothing back and reports no refund (the seller is not told "credits returned")."""
+    users, jobs, _ = await _order(db)
+    now = time.time()
+    await db.execute(
+        "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, provider, model, cost, state,"
+        " run_after, created_at, updated_at) VALUES (?, ?, 1, 'hand', 'studio', 'kie', 'veo3_fast', 10,"
+        " 'queued', ?, ?, ?)", (SELLER, SELLER, now, now, now))
+    row = await db.fetchone("SELECT id FROM jobs WHERE request_key = 'hand'")
+    assert row is not None
+    failed, refunded = await jobs.fail_and_refund(int(row["id"]), error_class="unknown", error_text="boom")
+    assert not refunded and failed.state is JobState.FAILED
+    assert await users.balance(SELLER) == 20
