@@ -54,12 +54,15 @@ async def test_a_button_of_an_order_that_does_not_exist_finds_nothing(shop: Shop
     assert await shop.store.get(12345) is None
 
 
-async def test_a_video_made_outside_an_order_has_no_order_caption(shop: Shop) -> None:
+async def test_a_video_made_before_orders_existed_has_no_order_caption(shop: Shop) -> None:
     [mug] = await shop.seller(credits=100)
-    single = await shop.jobs.create_charged(user_id=7, chat_id=7, product_id=mug, request_key="single",
-                                            template="studio", wishes="", provider="kie", model="veo3_fast",
-                                            count=1, cost_each=10)
-    assert await shop.store.caption_of(single.job_ids[0]) is None
+    legacy = await shop.db.execute(  # a job row of a database older than orders: no order_id
+        "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, provider, model, cost, state,"
+        " run_after, created_at, updated_at) VALUES (7, 7, ?, 'old', 'studio', 'kie', 'veo3_fast', 10, 'done',"
+        " 0, 0, 0)", (mug,))
+    assert legacy == 1
+    [old] = await shop.db.fetchall("SELECT id FROM jobs WHERE request_key = 'old'")
+    assert await shop.store.caption_of(old["id"]) is None
     ordered = await shop.launch([mug], count=2)
     assert [await shop.store.caption_of(j) for j in ordered.job_ids] == [("Товар 1", 1, 2), ("Товар 1", 2, 2)]
 
@@ -125,9 +128,7 @@ async def test_the_usual_time_per_model_is_the_median_of_its_last_twenty_videos(
     for n, job_id in enumerate(veo):
         took = 1000.0 if n == 0 else (10.0 if n % 2 else 30.0)
         await _set(shop, job_id, state="done", started_at=1000.0 * n, finished_at=1000.0 * n + took)
-    slow = await shop.jobs.create_charged(user_id=7, chat_id=7, product_id=mug, request_key="kling",
-                                          template="reel", wishes="", provider="kie", model="kling-2",
-                                          count=3, cost_each=10)
+    slow = await shop.launch([mug], count=3, key="kling", template_id="reel")  # the template's model
     never_started, failed, _queued = slow.job_ids
     await _set(shop, never_started, state="done", created_at=100.0, started_at=None, finished_at=220.0)
     await _set(shop, failed, state="failed", started_at=0.0, finished_at=5000.0)

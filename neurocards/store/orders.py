@@ -99,9 +99,9 @@ class OrderStore:
             ids: list[int] = []
             for pos, product_id in enumerate((p for p in product_ids for _ in range(per_product)), start=1):
                 cur = await conn.execute(
-                    "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, wishes, provider,"
-                    " model, cost, state, run_after, created_at, updated_at, aspect_ratio, order_id, order_pos)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (user_id, chat_id, product_id, request_key, template, wishes, provider, model,"
+                    " cost, state, run_after, created_at, updated_at, aspect_ratio, order_id, order_pos) VALUES (?,"
+                    " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (user_id, chat_id, product_id, f"{request_key}:{pos}", template, wishes, provider, model,
                      cost_each, JobState.QUEUED, now, now, now, aspect_ratio, order_id, pos))
                 job_id = cur.lastrowid
@@ -144,8 +144,8 @@ class OrderStore:
     async def queue_places(self) -> dict[int, int]:
         """Every job still waiting for a slot, numbered from 1 in the order the engine will take them."""
         rows = await self.db.fetchall(
-            "SELECT id FROM jobs WHERE state = 'queued' AND claimed = 0 AND started_at IS NULL"
-            " ORDER BY run_after, id")
+            "SELECT id FROM jobs"
+            " WHERE state = 'queued' AND claimed = 0 AND started_at IS NULL ORDER BY run_after, id")
         return {int(r["id"]): place for place, r in enumerate(rows, start=1)}
 
     async def median_durations(self, window: int = 20) -> dict[str, float]:
@@ -153,8 +153,8 @@ class OrderStore:
         rows = await self.db.fetchall(
             "SELECT model, finished_at - COALESCE(started_at, created_at) AS d FROM ("
             " SELECT model, finished_at, started_at, created_at,"
-            "  ROW_NUMBER() OVER (PARTITION BY model ORDER BY finished_at DESC) AS n"
-            " FROM jobs WHERE state = 'done' AND finished_at IS NOT NULL) WHERE n <= ?", (window,))
+            "  ROW_NUMBER() OVER (PARTITION BY model ORDER BY finished_at DESC) AS n FROM jobs"
+            " WHERE state = 'done' AND finished_at IS NOT NULL) WHERE n <= ?", (window,))
         by_model: dict[str, list[float]] = {}
         for r in rows:
             by_model.setdefault(r["model"], []).append(float(r["d"]))
