@@ -339,3 +339,57 @@ async def test_a_crash_after_a_ban_leaves_the_cancelled_job_as_it_is(engine_kit:
     assert job.error_class == "cancelled" and job.error_text == "banned by admin"
     assert kit.notifier.events == [] and await kit.users.balance(1) == 100
     assert kit.metric("neurocards_job_failures_total", **{"class": "unknown"}) == 0
+
+
+async def test_a_step_the_database_refused_is_tried_again_after_a_pause_not_in_a_loop(
+        engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.engine.db_trouble_retry_s = 0.3
+    real_build = kit.engine.prompts.build
+    tries: list[float] = []
+
+    async def locked_once(*args: object, **kwargs: object) -> str:
+        tries.append(asyncio.get_running_loop().time())
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return await real_build(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.engine.prompts.build = locked_once  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    await kit.wait(done)
+    assert len(tries) == 2 and tries[1] - tries[0] >= 0.25
+    assert kit.notifier.videos == [job_id] and await kit.users.balance(1) == 90
+
+
+async def test_a_job_moved_on_by_another_writer_mid_step_continues_at_once_from_there(
+        engine_kit: EngineKit) -> None:
+    """While the engine wrote the prompt, another writer (an adopted callback, an operator) moved the job
+    on: this run stops without overwriting it and the job is taken up again at once, from its new state
+    (the watchdog, 10 s away, is not needed)."""
+    kit = engine_kit
+    real_build = kit.engine.prompts.build
+
+    async def moved_meanwhile(*args: object, **kwargs: object) -> str:
+        await kit.jobs.update(1, expect={"state": JobState.QUEUED}, state=JobState.SUBMITTING,
+                              prompt="written elsewhere", image_url="mem://photo/elsewhere.jpg")
+        return await real_build(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.engine.prompts.build = moved_meanwhile  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    [job] = await kit.wait(done, timeout=3.0)
+    assert kit.notifier.videos == [job_id] and job.image_url == "mem://photo/elsewhere.jpg"
+    assert [t.request.image_url for t in kit.provider.tasks.values()] == ["mem://photo/elsewhere.jpg"]
+
+
+async def test_a_job_records_when_work_on_it_started_once(engine_kit: EngineKit) -> None:
+    """The order status shows "in progress for N min" and the wait notices count from this moment;
+    a retry does not restart it."""
+    kit = engine_kit
+    kit.provider.submit_faults.append(ProviderError("submit: ConnectError", kind=ErrorKind.CONNECT))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(done)
+    assert job.started_at is not None and job.finished_at is not None
+    assert job.created_at <= job.started_at <= job.finished_at
+    prompt_ready = await kit.db.fetchone(
+        "SELECT at FROM job_events WHERE job_id = ? AND detail = 'prompt ready'", (job_id,))
+    assert prompt_ready is not None and job.started_at <= prompt_ready["at"]  # not reset by the retry
