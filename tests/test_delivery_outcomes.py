@@ -17,6 +17,7 @@ import pytest
 
 from neurocards.jobs import delivery
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
+from neurocards.store.history import HistoryStore
 from neurocards.store.jobs import Job, JobState
 from neurocards.store.stats import period_stats
 from tests.engine_kit import EngineKit, running_kit
@@ -243,3 +244,49 @@ async def test_an_outage_ends_in_a_refund_exactly_when_its_time_is_up(
         await kit.wait(failed)
         await kit.event(("delivery_failed", job_id))
         assert len(calls) == 2 and await kit.users.balance(1) == 100
+
+
+async def test_a_delivered_video_is_in_the_sellers_history_and_the_days_numbers(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    [job_id] = await kit.order()
+    await kit.wait(lambda js: done(js) and not outputs(kit))
+    item = await HistoryStore(kit.db).video(1, job_id)  # "my videos": sent again by its file id
+    assert item is not None and item.file_id == f"file-{job_id}"
+    assert (await period_stats(kit.db, days=1)).delivered == 1
+    assert kit.metric("neurocards_delivery_seconds_count") == 1  # the sendVideo's duration is measured
+
+
+async def test_a_file_swept_during_its_upload_does_not_stop_the_bookkeeping(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    deliver = kit.notifier.deliver_video
+    delivered_to: list[int] = []
+
+    async def swept_meanwhile(job: Job, path: Path | None, *args: object, **kwargs: object) -> str:
+        assert path is not None
+        path.unlink()
+        return await deliver(job, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def on_delivered(user_id: int) -> None:
+        delivered_to.append(user_id)
+
+    kit.notifier.deliver_video = swept_meanwhile  # type: ignore[method-assign]
+    kit.engine.delivery.on_delivered = on_delivered
+    await kit.order()
+    [job] = await kit.wait(lambda js: done(js) and bool(delivered_to))
+    assert job.video_path is None and kit.metric("neurocards_jobs_delivered_total") == 1
+
+
+async def test_the_refund_message_after_a_failed_delivery_shows_the_new_balance(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    balances: list[int] = []
+    delivery_failed = kit.notifier.delivery_failed
+
+    async def note_balance(job: Job, balance: int) -> None:
+        balances.append(balance)
+        await delivery_failed(job, balance)
+
+    kit.notifier.delivery_failed = note_balance  # type: ignore[method-assign]
+    kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.TOO_LARGE, "Request Entity Too Large"))
+    [job_id] = await kit.order(credits=35)
+    await kit.event(("delivery_failed", job_id))
+    assert balances == [35]

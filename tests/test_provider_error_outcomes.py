@@ -7,8 +7,9 @@ are asked of each case; the end-to-end versions over the fake KIE are in test_fa
 from __future__ import annotations
 
 from neurocards.jobs.alerts import JobNeedsAttention, KeyDisabled, NoPayingKey
+from neurocards.jobs.failures import Failure
 from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
-from neurocards.store.jobs import JobState
+from neurocards.store.jobs import Job, JobState
 from tests.engine_kit import EngineKit
 
 
@@ -131,3 +132,78 @@ async def test_each_kind_of_failure_that_needs_the_admin_reaches_them_once(engin
     assert told == [JobNeedsAttention(first[0], "billing", 402, page[:300]),
                     JobNeedsAttention(second[0], "our_bug", 422, "aspect_ratio is not supported")]
     assert third and [await kit.users.balance(u) for u in (1, 2, 3)] == [100, 100, 100]
+
+
+class Told:
+    """What the seller's failure message said: the attempts made and the balance after the refund."""
+
+    def __init__(self, kit: EngineKit) -> None:
+        self.messages: list[tuple[str, int, int]] = []
+        self.cool_downs: list[tuple[str, float]] = []
+        job_failed, cool_down = kit.notifier.job_failed, kit.provider.cool_down_key
+
+        async def note_failed(job: Job, failure: Failure, attempts: int, balance: int) -> None:
+            self.messages.append((failure.cls.value, attempts, balance))
+            await job_failed(job, failure, attempts, balance)
+
+        def note_cool_down(key_id: str, seconds: float) -> bool:
+            self.cool_downs.append((key_id, round(seconds, 3)))
+            return cool_down(key_id, seconds)
+
+        kit.notifier.job_failed = note_failed  # type: ignore[method-assign]
+        kit.provider.cool_down_key = note_cool_down  # type: ignore[method-assign]
+
+
+def skip_waits(kit: EngineKit) -> list[float]:
+    """Record each retry's wait and let the job run again at once (the test does not sit through it)."""
+    waits: list[float] = []
+    update = kit.jobs.update
+
+    async def note_waits(job_id: int, **changes: object) -> Job:
+        job = await update(job_id, **changes)  # type: ignore[arg-type]
+        if "run_after" in changes and "attempts" in changes:
+            waits.append(round(job.run_after - job.updated_at, 2))
+            await update(job_id, run_after=0.0)
+            kit.engine.wake()
+        return job
+
+    kit.jobs.update = note_waits  # type: ignore[method-assign]
+    return waits
+
+
+async def test_temporary_errors_are_retried_on_schedule_then_refunded_with_the_count(engine_kit: EngineKit) -> None:
+    kit = engine_kit  # temporary_delays_s = [0.05, 0.1, 0.2, 0.4]: four retries, five createTasks
+    told, waits = Told(kit), skip_waits(kit)
+    kit.provider.submit_faults.extend(
+        ProviderError("Internal Error, please try again later", kind=ErrorKind.API, code=500, key_id="key-a")
+        for _ in range(5))
+    [job_id] = await kit.order()
+    [job] = await kit.wait(failed)
+    await kit.event(("failed:temporary", job_id))
+    assert waits == [0.05, 0.1, 0.2, 0.4] and not kit.provider.submit_faults and kit.provider.tasks == {}
+    assert told.messages == [("temporary", 5, 100)]  # "tried 5 times", and the balance after the refund
+    assert kit.notifier.events.count(("retrying", job_id)) == 1  # "we are retrying" once, not each time
+    assert kit.metric("neurocards_job_retries_total", **{"class": "temporary"}) == 4
+    assert told.cool_downs == []  # a key is rested only when KIE says it is rate-limited
+    assert job.error_class == "temporary" and not any(isinstance(a, JobNeedsAttention) for a in kit.notifier.alerts)
+
+
+async def test_a_rate_limited_key_is_rested_and_the_seller_is_not_bothered(engine_kit: EngineKit) -> None:
+    kit = engine_kit  # rate_limit_delays_s = [0.1, 0.2, 0.4]
+    told, waits = Told(kit), skip_waits(kit)
+    kit.provider.submit_faults.append(ProviderError("Too many requests", kind=ErrorKind.API, code=429,
+                                                    key_id="key-a"))
+    [job_id] = await kit.order()
+    await kit.wait(done)
+    assert told.cool_downs == [("key-a", 0.1)] and waits == [0.1]
+    assert ("retrying", job_id) not in kit.notifier.events and kit.notifier.videos == [job_id]
+
+
+async def test_a_refused_create_task_does_not_use_up_the_jobs_fresh_task(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    skip_waits(kit)
+    kit.provider.submit_faults.append(ProviderError("Internal Error", kind=ErrorKind.API, code=500))
+    kit.provider.next_outcome.append(TaskStatus(TaskState.FAILED, fail_code=500, fail_msg="Internal Error"))
+    [job_id] = await kit.order()
+    await kit.wait(done, timeout=3.0)
+    assert len(kit.provider.tasks) == 2 and kit.notifier.videos == [job_id]  # the failed task, then a new one

@@ -73,7 +73,7 @@ class Delivery:
         simple = self.chain.get(job.provider).simple
         while True:
             balance = await self.users.balance(job.user_id)
-            job = await self.jobs.update(job.id, expect={"state": JobState.SENDING}, send_pending=1)
+            job = await self.jobs.update(job.id, expect={"state": JobState.SENDING}, send_pending=True)
             started = time.monotonic()
             try:
                 with self.in_flight.hold(job.id):  # a graceful stop lets the answer come and be written

