@@ -70,12 +70,14 @@ class MemoryProvider:
         self.next_outcome: deque[TaskStatus] = deque()
         self.disabled: set[str] = set()
         self.polls: list[str] = []
+        self.uploads: list[str] = []  # file names, one per photo upload
         self.submit_gate: asyncio.Event | None = None  # when set, createTask waits for it
         self._ids = itertools.count(1)
         self._keys = itertools.cycle(KEY_IDS)
 
     # VideoProvider
     async def upload_image(self, data: bytes, filename: str) -> str:
+        self.uploads.append(filename)
         return f"mem://photo/{filename}"
 
     def output_aspect(self, model: str, aspect: str) -> str:
@@ -191,20 +193,25 @@ class EngineKit:
     engine: Engine
     tmp: Path
     callbacks: bool
+    _orders: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    async def order(self, user_id: int = 1, count: int = 1, credits: int = 100) -> list[int]:
-        """A seller with `credits` orders `count` videos (charged, queued), as the bot would."""
+    async def order(self, user_id: int = 1, count: int = 1, credits: int = 100,
+                    product_id: int | None = None, aspect_ratio: str | None = None) -> list[int]:
+        """A seller with `credits` orders `count` videos (charged, queued), as the bot would; of a new
+        product unless `product_id` names one already made."""
         users = self.users
         if await users.get(user_id) is None:
             await users.touch(user_id, username=None, first_name="S", language="ru", welcome_credits=credits)
-        photo = self.tmp / f"photo{user_id}.jpg"
-        photo.write_bytes(b"\xff\xd8jpeg")
-        product_id = await self.products.create(user_id, "file-id", str(photo))
-        await self.products.set_description(product_id, "Кружка")
+        if product_id is None:
+            photo = self.tmp / f"photo{user_id}.jpg"
+            photo.write_bytes(b"\xff\xd8jpeg")
+            product_id = await self.products.create(user_id, "file-id", str(photo))
+            await self.products.set_description(product_id, "Кружка")
         template = self.engine.templates.ordered[0].id
         made = await OrderStore(self.db).create_charged(
-            user_id=user_id, chat_id=user_id, request_key=f"r{product_id}", product_ids=[product_id],
-            per_product=count, template=template, wishes="", provider="kie", model="veo3_fast", cost_each=10)
+            user_id=user_id, chat_id=user_id, request_key=f"r{next(self._orders)}", product_ids=[product_id],
+            per_product=count, template=template, wishes="", provider="kie", model="veo3_fast", cost_each=10,
+            aspect_ratio=aspect_ratio)
         self.engine.wake()
         return made.job_ids
 

@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from PIL import Image
+
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
 from neurocards.store.jobs import JobMoved, JobState
@@ -393,3 +395,47 @@ async def test_a_job_records_when_work_on_it_started_once(engine_kit: EngineKit)
     prompt_ready = await kit.db.fetchone(
         "SELECT at FROM job_events WHERE job_id = ? AND detail = 'prompt ready'", (job_id,))
     assert prompt_ready is not None and job.started_at <= prompt_ready["at"]  # not reset by the retry
+
+
+async def test_the_videos_of_one_photo_share_one_upload_until_it_is_half_a_day_old(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    await kit.order(count=3)
+    await kit.wait(lambda js: len(js) == 3 and done(js))
+    assert len(kit.provider.uploads) == 1 and len(kit.provider.tasks) == 3
+    await kit.order(product_id=1)  # the same photo again: the upload is reused
+    await kit.wait(lambda js: len(js) == 4 and done(js))
+    assert len(kit.provider.uploads) == 1
+    Image.new("RGB", (64, 48), "white").save(kit.tmp / "photo1.jpg", "JPEG")  # reshaping needs a real photo
+    await kit.order(product_id=1, aspect_ratio="9:16")  # another shape: a photo prepared for it
+    await kit.order(product_id=1, aspect_ratio="9:16")  # that shape again: its upload is reused
+    await kit.wait(lambda js: len(js) == 6 and done(js))
+    assert len(kit.provider.uploads) == 2
+    # KIE keeps an upload 24 h: one made 13 h ago is not trusted for a new video of the same photo.
+    await kit.db.execute("UPDATE products SET upload_url_at = upload_url_at - 13 * 3600")
+    await kit.order(product_id=1, aspect_ratio="9:16")
+    await kit.wait(lambda js: len(js) == 7 and done(js))
+    assert len(kit.provider.uploads) == 3 and len(kit.provider.tasks) == 7
+
+
+async def test_an_order_whose_template_was_removed_fails_as_our_bug_and_is_refunded(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    await kit.engine.stop()
+    [job_id] = await kit.order()
+    await kit.db.execute("UPDATE jobs SET template = 'removed-from-config' WHERE id = ?", (job_id,))
+    await kit.restart()
+    [job] = await kit.wait(failed)
+    await kit.event(("failed:our_bug", job_id))
+    assert job.error_class == "our_bug" and kit.provider.uploads == [] and kit.provider.tasks == {}
+    assert await kit.users.balance(1) == 100
+
+
+async def test_a_photo_gone_before_its_upload_fails_without_a_task_and_is_refunded(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    await kit.engine.stop()
+    [job_id] = await kit.order()
+    (kit.tmp / "photo1.jpg").unlink()  # the retention sweep, a disk cleanup
+    await kit.restart()
+    [job] = await kit.wait(failed)
+    await kit.event(("failed:photo_gone", job_id))
+    assert job.error_class == "photo_gone" and kit.provider.uploads == [] and kit.provider.tasks == {}
+    assert await kit.users.balance(1) == 100
