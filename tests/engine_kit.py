@@ -160,7 +160,7 @@ class RecordingNotifier:
         self.videos.append(job.id)
         return f"file-{job.id}"
 
-    async def job_retrying(self, job: Job, failure: Failure) -> None:
+    async def job_retrying(self, job: Job) -> None:
         self.events.append(("retrying", job.id))
 
     async def job_failed(self, job: Job, failure: Failure, attempts: int, balance: int) -> None:

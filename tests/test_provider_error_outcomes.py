@@ -6,9 +6,13 @@ are asked of each case; the end-to-end versions over the fake KIE are in test_fa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from neurocards.jobs.alerts import JobNeedsAttention, KeyDisabled, NoPayingKey
 from neurocards.jobs.failures import Failure
 from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
+from neurocards.services.support import recent_jobs
+from neurocards.store.costs import CostStore
 from neurocards.store.jobs import Job, JobState
 from tests.engine_kit import EngineKit
 
@@ -207,3 +211,44 @@ async def test_a_refused_create_task_does_not_use_up_the_jobs_fresh_task(engine_
     [job_id] = await kit.order()
     await kit.wait(done, timeout=3.0)
     assert len(kit.provider.tasks) == 2 and kit.notifier.videos == [job_id]  # the failed task, then a new one
+
+
+async def test_a_download_retried_after_a_cdn_blip_keeps_the_videos_task_on_the_bill(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.provider.name = "kie"
+    kit.engine.generation.costs = CostStore(kit.db, price_of=lambda backend, model: 60.0)
+    skip_waits(kit)
+    download = kit.provider.download
+    blips = [ProviderError("download: HTTP 503 for https://cdn.example/v.mp4", kind=ErrorKind.DOWNLOAD,
+                           http_status=503)]
+
+    async def flaky_cdn(url: str, dest: Path, max_bytes: int) -> int:
+        if blips:
+            raise blips.pop()
+        return await download(url, dest, max_bytes)
+
+    kit.provider.download = flaky_cdn  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    await kit.wait(done)
+    costs = await CostStore(kit.db).period(0)
+    # The owner's digest: one task paid, and it made the delivered video (nothing wasted).
+    assert (costs.kie_tasks, costs.kie_credits, costs.wasted_kie_credits) == (1, 60.0, 0.0)
+    assert kit.notifier.videos == [job_id]
+
+
+async def test_the_operator_answering_a_seller_sees_why_a_job_is_being_retried(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    seen: list[tuple[str, str | None]] = []
+    update = kit.jobs.update
+
+    async def note_support_view(job_id: int, **changes: object) -> Job:
+        job = await update(job_id, **changes)  # type: ignore[arg-type]
+        if "attempts" in changes and "run_after" in changes:  # the retry is scheduled
+            seen.extend((j.state, j.error_class) for j in await recent_jobs(kit.db, 1))
+        return job
+
+    kit.jobs.update = note_support_view  # type: ignore[method-assign]
+    kit.provider.submit_faults.append(ProviderError("Internal Error", kind=ErrorKind.API, code=500))
+    await kit.order()
+    await kit.wait(done)
+    assert seen == [("submitting", "temporary")]  # the relayed message's line: "#1 studio: submitting (temporary)"

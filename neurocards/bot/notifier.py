@@ -91,7 +91,7 @@ class TelegramNotifier:
         return texts.video_ready(self.balance_view(balance + refund_due), simple=simple,
                                  paid=job.price_paid, ordered=job.cost)
 
-    async def job_retrying(self, job: Job, failure: Failure) -> None:
+    async def job_retrying(self, job: Job) -> None:
         await self.bot.send_message(job.chat_id, texts.FIRST_RETRY)
 
     async def job_failed(self, job: Job, failure: Failure, attempts: int, balance: int) -> None:

@@ -66,7 +66,7 @@ class Outcomes:
             await self.alerts.send(f"key:{err.key_id}",
                                    KeyDisabled(err.key_id, failure.text[:200], keys.available_keys()))
             if keys.available_keys() > 0:  # another key may pay: try it now, no attempt used
-                task_id = None if retry_state is JobState.SUBMITTING else job.task_id
+                task_id = None if retry_state is JobState.SUBMITTING else job.task_id  # pragma: no mutate - equivalent: a QUEUED job has no task, a download error names no key, and a SUBMITTING job's task id is replaced by its next createTask before any step reads it
                 return await self.jobs.update(job.id, expect={"state": job.state}, state=retry_state,
                                               task_id=task_id, **fresh,
                                               event=f"billing on key {err.key_id}, next key")
@@ -83,7 +83,8 @@ class Outcomes:
             entry.keys.cool_down_key(err.key_id, delay)
         changes: dict[str, object] = {
             "attempts": job.attempts + 1, "state": retry_state, "run_after": time.time() + delay,
-            "claimed": 0, "error_class": failure.cls.value, "error_text": failure.text[:1000], **fresh,
+            "claimed": 0, "error_class": failure.cls.value, **fresh,
+            "error_text": failure.text[:1000],  # pragma: no mutate - equivalent: only a failed job's text is read, and the refund writes that one
         }
         if retry_state is JobState.SUBMITTING:
             changes["task_id"] = None
@@ -95,7 +96,7 @@ class Outcomes:
             job.id, expect={"state": job.state}, **changes,
             event=f"retry {job.attempts + 1} in {round(delay, 3):g}s after {failure.cls}")
         if notify:
-            await quietly(self.notifier.job_retrying(updated, failure))
+            await quietly(self.notifier.job_retrying(updated))
         return None  # the slot is free; the dispatcher picks the job up at run_after
 
     async def give_up(self, job: Job, failure: Failure) -> Job:
