@@ -263,7 +263,10 @@ async def running_kit(tmp: Path, **kwargs: Any) -> AsyncIterator[EngineKit]:
 
 
 async def make_engine_kit(tmp: Path, *, callbacks: bool = False, overrides: dict[str, dict[str, Any]] | None = None,
-                          ) -> EngineKit:
+                          more_entries: tuple[ChainEntry, ...] = (), chain_options: dict[str, Any] | None = None,
+                          templates: TemplateCatalog | None = None) -> EngineKit:
+    """`more_entries` follow the in-memory "kie" entry in the provider chain (`chain_options`:
+    ProviderChain's keywords, e.g. failures_to_switch)."""
     fakes = SimpleNamespace(base_url="http://127.0.0.1:9")
     sections: dict[str, dict[str, Any]] = {"generation": {"dispatch_interval_s": 0.01}, "kie": {"timeout_s": 5}}
     for name, values in (overrides or {}).items():
@@ -280,7 +283,8 @@ async def make_engine_kit(tmp: Path, *, callbacks: bool = False, overrides: dict
                        timeout_s=config.kie.timeout_s, cache_uploads=True, takes_template_model=True)
     notifier = RecordingNotifier()
     jobs, users, products = JobStore(db), UserStore(db), ProductStore(db)
-    engine = Engine(config=config, jobs=jobs, users=users, products=products, chain=ProviderChain([entry]),
-                    notifier=notifier, templates=TemplateCatalog.load(None),
+    chain = ProviderChain([entry, *more_entries], **(chain_options or {}))
+    engine = Engine(config=config, jobs=jobs, users=users, products=products, chain=chain,
+                    notifier=notifier, templates=templates or TemplateCatalog.load(None),
                     prompts=PromptBuilder(config.openai, cache=PromptCache(db)), metrics=Metrics(process=False))
     return EngineKit(config, db, jobs, users, products, provider, notifier, engine, tmp, callbacks)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
+
 from neurocards.jobs.alerts import JobNeedsAttention, KeyDisabled, NoPayingKey
+from neurocards.jobs.chain import ChainEntry
 from neurocards.jobs.failures import Failure
+from neurocards.jobs.templates import Template, TemplateCatalog
 from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
 from neurocards.services.support import recent_jobs
 from neurocards.store.costs import CostStore
 from neurocards.store.jobs import Job, JobState
-from tests.engine_kit import EngineKit
+from tests.engine_kit import EngineKit, MemoryProvider, running_kit
 
 
 def out_of_credits(key_id: str | None, text: str = "The current credits are insufficient") -> ProviderError:
@@ -252,3 +256,28 @@ async def test_the_operator_answering_a_seller_sees_why_a_job_is_being_retried(e
     await kit.order()
     await kit.wait(done)
     assert seen == [("submitting", "temporary")]  # the relayed message's line: "#1 studio: submitting (temporary)"
+
+
+async def test_a_job_moved_to_the_backup_provider_gets_the_templates_model_and_the_fair_price(
+        tmp_path: Path) -> None:
+    backup = MemoryProvider()
+    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=5, simple=False,
+                       default_model="backup_default", keys=None, balance=None, callbacks=None,
+                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
+                       takes_template_model=True)
+    template = Template("studio", "Студия", "{description} in a studio", "veo3_quality", "9:16", 8)
+    async with running_kit(tmp_path, more_entries=(entry,), templates=TemplateCatalog([template]),
+                           chain_options={"failures_to_switch": 1, "format_surcharge": {"16:9": 3}}) as kit:
+        kit.provider.submit_faults.append(ProviderError("Service Unavailable", kind=ErrorKind.API, code=503))
+        photo = tmp_path / "mug.jpg"
+        Image.new("RGB", (64, 64), "white").save(photo)
+        await kit.users.touch(1, username=None, first_name="S", language="ru", welcome_credits=100)
+        product_id = await kit.products.create(1, "file-id", str(photo))
+        await kit.products.set_description(product_id, "Кружка")
+        [job_id] = await kit.order(product_id=product_id, aspect_ratio="16:9")
+        [job] = await kit.wait(done)
+        assert job.provider == "kie:backup" and kit.notifier.videos == [job_id]
+        [task] = backup.tasks.values()
+        assert task.request.model == "veo3_quality"  # the template's model, not the backup's default
+        # Ordered at 10; the backup makes it for 5 + 3 for the wide format: the seller pays 8.
+        assert await kit.users.balance(1) == 92
