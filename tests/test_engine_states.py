@@ -439,3 +439,15 @@ async def test_a_photo_gone_before_its_upload_fails_without_a_task_and_is_refund
     await kit.event(("failed:photo_gone", job_id))
     assert job.error_class == "photo_gone" and kit.provider.uploads == [] and kit.provider.tasks == {}
     assert await kit.users.balance(1) == 100
+
+
+async def test_no_more_than_max_parallel_videos_are_worked_on_at_once(tmp_path: Path) -> None:
+    async with running_kit(tmp_path, overrides={"generation": {"max_parallel": 2}}) as kit:
+        kit.provider.finish_after_polls = 1000
+        await kit.order(count=4)
+        await kit.wait(lambda js: sum(j.state is JobState.GENERATING for j in js) == 2)
+        await asyncio.sleep(0.1)  # would a third one start?
+        assert len(kit.provider.tasks) == 2 and kit.engine.in_flight == 2
+        kit.provider.finish("t1")
+        await kit.wait(lambda js: len(kit.provider.tasks) == 3 and js[0].state is JobState.DONE)
+        assert kit.engine.in_flight <= 2
