@@ -66,6 +66,7 @@ class MemoryProvider:
         self.tasks: dict[str, MemoryTask] = {}
         self.submit_faults: deque[Exception | tuple[str, Exception]] = deque()
         self.poll_faults: deque[Exception] = deque()
+        self.download_faults: deque[Exception] = deque()
         self.finish_after_polls: int = 0  # a new task is pending for this many polls
         self.next_outcome: deque[TaskStatus] = deque()
         self.disabled: set[str] = set()
@@ -117,6 +118,8 @@ class MemoryProvider:
                           callback_url=task.request.callback_url)
 
     async def download(self, url: str, dest: Path, max_bytes: int) -> int:
+        if self.download_faults:
+            raise self.download_faults.popleft()
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(b"\x00\x00\x00\x18ftypmp42" + url.encode())
         return dest.stat().st_size

@@ -451,3 +451,16 @@ async def test_no_more_than_max_parallel_videos_are_worked_on_at_once(tmp_path: 
         kit.provider.finish("t1")
         await kit.wait(lambda js: len(kit.provider.tasks) == 3 and js[0].state is JobState.DONE)
         assert kit.engine.in_flight <= 2
+
+
+async def test_retries_of_the_download_do_not_count_against_the_delivery(engine_kit: EngineKit) -> None:
+    """Two CDN blips while downloading, then one Telegram blip while sending: the seller is not told the
+    video is waiting for Telegram (that needs two failed sends), and it is delivered."""
+    kit = engine_kit
+    for _ in range(2):
+        kit.provider.download_faults.append(ProviderError("download: HTTP 502", kind=ErrorKind.DOWNLOAD, code=502))
+    kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.NETWORK, "Bad Gateway"))
+    [job_id] = await kit.order()
+    await kit.wait(done)
+    assert kit.notifier.videos == [job_id] and not kit.provider.download_faults
+    assert ("delivery_delayed", job_id) not in kit.notifier.events
