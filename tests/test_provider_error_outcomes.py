@@ -267,8 +267,10 @@ async def test_a_job_moved_to_the_backup_provider_gets_the_templates_model_and_t
                        takes_template_model=True)
     template = Template("studio", "Студия", "{description} in a studio", "veo3_quality", "9:16", 8)
     async with running_kit(tmp_path, more_entries=(entry,), templates=TemplateCatalog([template]),
-                           chain_options={"failures_to_switch": 1, "format_surcharge": {"16:9": 3}}) as kit:
-        kit.provider.submit_faults.append(ProviderError("Service Unavailable", kind=ErrorKind.API, code=503))
+                           chain_options={"failures_to_switch": 2, "format_surcharge": {"16:9": 3}}) as kit:
+        unavailable = ProviderError("Service Unavailable", kind=ErrorKind.API, code=503)
+        kit.provider.submit_faults.extend([unavailable, unavailable])  # one retry, then KIE is set aside
+        backup.submit_faults.extend([unavailable] * 4)  # the backup gets its own four retries
         photo = tmp_path / "mug.jpg"
         Image.new("RGB", (64, 64), "white").save(photo)
         await kit.users.touch(1, username=None, first_name="S", language="ru", welcome_credits=100)
