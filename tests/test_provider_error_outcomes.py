@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from neurocards.jobs.alerts import JobNeedsAttention, KeyDisabled, NoPayingKey
@@ -283,3 +284,50 @@ async def test_a_job_moved_to_the_backup_provider_gets_the_templates_model_and_t
         assert task.request.model == "veo3_quality"  # the template's model, not the backup's default
         # Ordered at 10; the backup makes it for 5 + 3 for the wide format: the seller pays 8.
         assert await kit.users.balance(1) == 92
+
+
+async def test_an_unanswered_create_task_on_kie_is_no_double_payment_risk_on_the_backup(tmp_path: Path) -> None:
+    backup = MemoryProvider()
+    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=10, simple=False,
+                       default_model="backup_default", keys=None, balance=None, callbacks=None,
+                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
+                       takes_template_model=True)
+    async with running_kit(tmp_path, more_entries=(entry,), chain_options={"failures_to_switch": 2}) as kit:
+        skip_waits(kit)
+        kit.provider.submit_faults.extend(("after", ProviderError("createTask: timed out", kind=ErrorKind.TIMEOUT))
+                                          for _ in range(2))
+        [job_id] = await kit.order()
+        [job] = await kit.wait(done)
+        assert job.provider == "kie:backup" and kit.notifier.videos == [job_id]
+        # KIE may have made a task for each unanswered createTask: the second one is the possible
+        # double payment; the backup's first createTask is not.
+        assert len(kit.provider.tasks) == 2 and len(backup.tasks) == 1
+        assert kit.metric("neurocards_kie_tasks_orphaned_total", reason="callbacks_off") == 1
+
+
+@pytest.mark.parametrize("next_step", ["retry", "fall-over"])
+async def test_a_task_adopted_from_its_callback_meanwhile_is_not_paid_for_twice(tmp_path: Path, next_step: str) -> None:
+    backup = MemoryProvider()
+    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=10, simple=False,
+                       default_model="backup_default", keys=None, balance=None, callbacks=None,
+                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
+                       takes_template_model=True)
+    more, options = ((), {}) if next_step == "retry" else ((entry,), {"failures_to_switch": 1})
+    async with running_kit(tmp_path, callbacks=True, more_entries=more, chain_options=options) as kit:
+        kit.provider.submit_faults.append(("after", ProviderError("createTask: timed out", kind=ErrorKind.TIMEOUT)))
+        update = kit.jobs.update
+        adopted: list[bool] = []
+
+        async def callback_lands_first(job_id: int, **changes: object) -> Job:
+            if not adopted and ("run_after" in changes or "provider" in changes) and "attempts" in changes:
+                # KIE's callback for the task the unanswered createTask made arrives just before
+                # the engine's next step is written.
+                adopted.append(await kit.engine.on_task_callback("t1", TaskStatus(TaskState.SUCCESS), (job_id, 1)))
+            return await update(job_id, **changes)  # type: ignore[arg-type]
+
+        kit.jobs.update = callback_lands_first  # type: ignore[method-assign]
+        [job_id] = await kit.order()
+        [job] = await kit.wait(done)
+        assert adopted == [True] and job.task_id == "t1" and job.provider == "kie"
+        assert list(kit.provider.tasks) == ["t1"] and backup.tasks == {}  # one paid task, the one adopted
+        assert kit.notifier.videos == [job_id]
