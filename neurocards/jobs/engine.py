@@ -114,9 +114,7 @@ class Engine:
                 await self._dispatcher
         if len(self.requests_in_flight) and not await self.requests_in_flight.drained(self.stop_grace_s):
             log.warning("stopping with %d paid requests unanswered", len(self.requests_in_flight))
-        tasks = list(self._running.values())
-        if self._dispatcher:
-            tasks.append(self._dispatcher)
+        tasks = list(self._running.values())  # the dispatcher has ended above
         for task in tasks:
             task.cancel()
         for task in tasks:
