@@ -464,3 +464,18 @@ async def test_retries_of_the_download_do_not_count_against_the_delivery(engine_
     await kit.wait(done)
     assert kit.notifier.videos == [job_id] and not kit.provider.download_faults
     assert ("delivery_delayed", job_id) not in kit.notifier.events
+
+
+async def test_a_restart_reports_how_many_unfinished_jobs_it_resumes(engine_kit: EngineKit) -> None:
+    """The number the operator's "jobs resumed" alert carries: every job not yet delivered or failed."""
+    kit = engine_kit
+    assert kit.engine.resumed_at_start == 0
+    await kit.order()
+    await kit.wait(done)
+    kit.provider.finish_after_polls = 1000
+    await kit.order(count=2)
+    await kit.wait(lambda js: sum(j.state is JobState.GENERATING for j in js) == 2)
+    engine = await kit.restart()
+    assert engine.resumed_at_start == 2
+    kit.provider.finish_after_polls = 0
+    await kit.wait(lambda js: len(js) == 3 and done(js))
