@@ -331,3 +331,21 @@ async def test_a_task_adopted_from_its_callback_meanwhile_is_not_paid_for_twice(
         assert adopted == [True] and job.task_id == "t1" and job.provider == "kie"
         assert list(kit.provider.tasks) == ["t1"] and backup.tasks == {}  # one paid task, the one adopted
         assert kit.notifier.videos == [job_id]
+
+
+async def test_a_backup_failing_in_turn_hands_the_job_back_to_kie_once_its_pause_is_over(tmp_path: Path) -> None:
+    backup = MemoryProvider()
+    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=10, simple=False,
+                       default_model="backup_default", keys=backup, balance=None, callbacks=None,
+                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
+                       takes_template_model=True)
+    options = {"failures_to_switch": 2, "cooldown_s": 0.05}
+    async with running_kit(tmp_path, more_entries=(entry,), chain_options=options) as kit:
+        unavailable = ProviderError("Service Unavailable", kind=ErrorKind.API, code=503)
+        kit.provider.submit_faults.extend([unavailable, unavailable])  # KIE is set aside for 0.05 s
+        backup.submit_faults.extend([out_of_credits("key-a"), unavailable, unavailable, unavailable])
+        [job_id] = await kit.order()
+        [job] = await kit.wait(done)
+        assert backup.disabled == {"key-a"} and kit.provider.disabled == set()  # the backup's own key
+        assert job.provider == "kie" and kit.notifier.videos == [job_id]  # back on KIE, which works again
+        assert len(backup.tasks) == 0 and len(kit.provider.tasks) == 1
