@@ -290,3 +290,15 @@ async def test_the_refund_message_after_a_failed_delivery_shows_the_new_balance(
     [job_id] = await kit.order(credits=35)
     await kit.event(("delivery_failed", job_id))
     assert balances == [35]
+
+
+async def test_a_kill_while_waiting_out_flood_control_is_no_unsure_send(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.RETRY_AFTER, "Too Many Requests",
+                                                      retry_after=30))
+    [job_id] = await kit.order()
+    await kit.wait(lambda js: kit.metric("neurocards_telegram_send_errors_total", kind="retry_after") == 1)
+    await kit.restart()  # killed during the 30 s wait: Telegram had answered, nothing went out
+    [job] = await kit.wait(lambda js: done(js) and not outputs(kit))
+    assert kit.notifier.videos == [job_id] and job.send_unsure == 0
+    assert kit.metric("neurocards_telegram_video_resends_total") == 0  # no "maybe two copies" counted
