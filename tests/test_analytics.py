@@ -46,7 +46,7 @@ async def seed(db: Database) -> None:
     store = PaymentStore(db)
     for user_id, charge, pack, credits, stars, at in ((1, "c1", "m", 120, 100, T0), (3, "c2", "s", 50, 50, T0 + 7 * DAY)):
         recorded = await store.record(user_id=user_id, charge_id=charge, provider_charge_id=None, pack_id=pack,
-                                      credits=credits, stars=stars, currency="XTR", payload="p")
+                                      credits=credits, stars=stars, currency="XTR", payload="p", referral_bonus=0)
         assert recorded is not None
         await db.execute("UPDATE payments SET created_at = ? WHERE id = ?", (at, recorded.payment.id))
 

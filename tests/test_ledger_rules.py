@@ -56,7 +56,7 @@ async def _open_shop(tmp_path: Path) -> Shop:
             uncharged = int(cur.lastrowid or 0)
         paid = await PaymentStore(db).record(
             user_id=SELLER, charge_id="ch1", provider_charge_id=None, pack_id="p100", credits=100, stars=50,
-            currency="XTR", payload="cr1:p100:100:50:7")
+            currency="XTR", payload="cr1:p100:100:50:7", referral_bonus=0)
         assert paid is not None
     finally:
         await db.close()

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from neurocards.config import CreditPack, PaymentsConfig, ReferralsConfig
-from neurocards.services.credits import NotEnoughToRemove, add_credits
+from neurocards.services.credits import MAX_USER_ID, NotEnoughToRemove, add_credits
 from neurocards.services.payments import (
     REFUND_CLAIM_STALE_S,
     AlreadyRefunded,
+    CheckoutProblem,
     CreditsSpent,
     PaymentNotFound,
     Payments,
@@ -362,3 +363,34 @@ async def test_an_invite_code_that_cannot_be_drawn_is_an_error_not_a_loop(
     with pytest.raises(RuntimeError):
         await ReferralStore(db).code_for(FRIEND)
     assert (await db.fetchone("SELECT ref_code FROM users WHERE id = ?", (FRIEND,)))["ref_code"] is None
+
+
+async def test_the_lowest_and_highest_telegram_ids_can_be_credited(db: Database) -> None:
+    for user_id in (1, MAX_USER_ID):
+        assert (await add_credits(db, UserStore(db), user_id, 1, note="goodwill")).balance == 1
+
+
+@pytest.mark.parametrize("payload", [
+    "garbage",
+    "cr0:one:1:1:501",  # five parts of another (older) format
+    "cr1:one:1:1",  # ours, cut short
+    "cr1:one:1:1:501:extra",
+])
+async def test_an_invoice_that_is_not_ours_is_stopped_at_the_checkout(db: Database, payload: str) -> None:
+    assert shop(db).check(None, SELLER, payload, "XTR", 1) is CheckoutProblem.UNKNOWN_PACK
+    assert shop(db).check(None, SELLER, shop(db).payload(ONE, SELLER), "XTR", 1) is None
+
+
+async def test_the_operator_sees_which_pack_and_charge_a_payment_came_from(db: Database) -> None:
+    """`neurocards credits show` prints each ledger row's note: for a payment, the pack and the
+    Telegram charge id the operator needs to find it in Telegram's records."""
+    await pay(shop(db), SELLER, PACK, charge_id="tg-charge-42")
+    assert [(r.reason, r.note) for r in await UserStore(db).ledger(SELLER)] == [("payment", "m tg-charge-42")]
+
+
+async def test_a_charge_id_delivered_again_for_another_user_credits_nobody(db: Database) -> None:
+    payments = shop(db)
+    await pay(payments, SELLER, PACK, charge_id="same")
+    again = await pay(payments, FRIEND, PACK, charge_id="same")
+    assert (again.duplicate, again.credits) == (True, 0)
+    assert await UserStore(db).balance(FRIEND) == 0 and await UserStore(db).balance(SELLER) == 120

@@ -349,3 +349,14 @@ async def test_a_backup_failing_in_turn_hands_the_job_back_to_kie_once_its_pause
         assert backup.disabled == {"key-a"} and kit.provider.disabled == set()  # the backup's own key
         assert job.provider == "kie" and kit.notifier.videos == [job_id]  # back on KIE, which works again
         assert len(backup.tasks) == 0 and len(kit.provider.tasks) == 1
+
+
+async def test_an_unclassified_error_is_logged_with_its_code_for_a_new_rule(
+        engine_kit: EngineKit, caplog: pytest.LogCaptureFixture) -> None:
+    """The operator adds a rule to the classifier from this log line: it must name KIE's code."""
+    kit = engine_kit
+    kit.provider.submit_faults.append(ProviderError("Something odd happened", kind=ErrorKind.API, code=577))
+    await kit.order()
+    await kit.wait(done)
+    assert any("unclassified provider error" in r.getMessage() and "code 577" in r.getMessage()
+               for r in caplog.records)

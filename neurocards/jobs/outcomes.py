@@ -53,7 +53,7 @@ class Outcomes:
             return switched
         policy = policy_for(failure.cls, self.config.generation.retry)
         if failure.cls is FailureClass.UNKNOWN:  # pragma: no mutate - equivalent: it only decides whether a log line is written
-            log.warning("unclassified provider error (add a rule?): %r", err.message)
+            log.warning("unclassified provider error (add a rule?): code %s, %r", failure.code, err.message)
         if policy.retries and job.attempts < len(policy.delays_s):
             return await self._retry(job, entry, err, failure, retry_state, policy.delays_s[job.attempts], fresh)
         return await self.give_up(job, failure)
