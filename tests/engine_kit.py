@@ -291,3 +291,25 @@ async def make_engine_kit(tmp: Path, *, callbacks: bool = False, overrides: dict
                     notifier=notifier, templates=templates or TemplateCatalog.load(None),
                     prompts=PromptBuilder(config.openai, cache=PromptCache(db)), metrics=Metrics(process=False))
     return EngineKit(config, db, jobs, users, products, provider, notifier, engine, tmp, callbacks)
+
+
+async def kill_during_both_sends(kit: EngineKit,
+                                 on_restart: Callable[[], None] | None = None) -> tuple[int, list[int]]:
+    """One video is ordered; every sendVideo hangs (Telegram has the upload; its answer never comes),
+    and the bot is killed during the first and again during its one repeat. Returns the job id and
+    one entry per sendVideo started."""
+    started: list[int] = []
+
+    async def hanging_delivery(*args: object, **kwargs: object) -> str:
+        started.append(1)
+        await asyncio.Event().wait()
+        raise AssertionError("a hanging sendVideo never answers")
+
+    kit.notifier.deliver_video = hanging_delivery  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    for expected in (1, 2):
+        await kit.wait(lambda js, n=expected: bool(js) and js[0].send_pending and len(started) == n)
+        await kit.restart()
+        if on_restart is not None:
+            on_restart()
+    return job_id, started

@@ -20,7 +20,7 @@ from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.store.history import HistoryStore
 from neurocards.store.jobs import Job, JobState
 from neurocards.store.stats import period_stats
-from tests.engine_kit import EngineKit, running_kit
+from tests.engine_kit import EngineKit, kill_during_both_sends, running_kit
 
 
 def done(jobs: list[Job]) -> bool:
@@ -37,26 +37,15 @@ def outputs(kit: EngineKit) -> list[Path]:
 
 async def test_killed_during_both_sends_the_job_ends_as_a_delivery_like_any_other(engine_kit: EngineKit) -> None:
     kit = engine_kit
-    gate = asyncio.Event()
-    deliver = kit.notifier.deliver_video
-    started: list[int] = []
-
-    async def hanging_delivery(*args: object, **kwargs: object) -> str:
-        started.append(1)
-        await gate.wait()  # Telegram has the upload; the answer never comes before the kill
-        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
-
     delivered_to: list[int] = []
 
     async def on_delivered(user_id: int) -> None:
         delivered_to.append(user_id)
 
-    kit.notifier.deliver_video = hanging_delivery  # type: ignore[method-assign]
-    [job_id] = await kit.order()
-    for expected in (1, 2):  # killed mid-sendVideo, then again mid-repeat
-        await kit.wait(lambda js, n=expected: js[0].send_pending and len(started) == n)
-        await kit.restart()
+    def watch_deliveries() -> None:
         kit.engine.delivery.on_delivered = on_delivered
+
+    job_id, _ = await kill_during_both_sends(kit, on_restart=watch_deliveries)
     [job] = await kit.wait(lambda js: done(js) and bool(delivered_to))  # told last, after the bookkeeping
     assert not job.send_pending  # the row no longer says a sendVideo is out
     assert (await period_stats(kit.db, days=1)).delivered == 1  # in the admin's "delivered today"

@@ -16,7 +16,7 @@ from PIL import Image
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
 from neurocards.store.jobs import JobMoved, JobState
-from tests.engine_kit import EngineKit, running_kit
+from tests.engine_kit import EngineKit, kill_during_both_sends, running_kit
 
 
 def read_timeout() -> ProviderError:
@@ -262,20 +262,7 @@ async def test_a_graceful_stop_lets_a_send_in_flight_finish_and_be_recorded(engi
 
 async def test_killed_during_both_sends_ends_delivered_unconfirmed_not_refunded(engine_kit: EngineKit) -> None:
     kit = engine_kit
-    gate = asyncio.Event()
-    deliver = kit.notifier.deliver_video
-    started: list[int] = []
-
-    async def hanging_delivery(*args: object, **kwargs: object) -> str:
-        started.append(1)
-        await gate.wait()  # Telegram has the upload; the answer never comes before the kill
-        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
-
-    kit.notifier.deliver_video = hanging_delivery  # type: ignore[method-assign]
-    await kit.order()
-    for expected in (1, 2):  # killed mid-sendVideo, then again mid-repeat
-        await kit.wait(lambda js, n=expected: js[0].send_pending and len(started) == n)
-        await kit.restart()
+    _, started = await kill_during_both_sends(kit)
     [job] = await kit.wait(done)
     assert len(started) == 2 and job.send_unsure == 1  # one repeat, never a third copy
     assert kit.metric("neurocards_telegram_videos_unconfirmed_total") == 1
