@@ -37,7 +37,7 @@ from neurocards.providers.base import (
     VideoRequest,
 )
 from neurocards.store.db import Database
-from neurocards.store.jobs import Job, JobStore
+from neurocards.store.jobs import Job, JobState, JobStore
 from neurocards.store.orders import OrderStore
 from neurocards.store.prompt_cache import PromptCache
 from neurocards.store.users import ProductStore, UserStore
@@ -313,3 +313,13 @@ async def kill_during_both_sends(kit: EngineKit,
         if on_restart is not None:
             on_restart()
     return job_id, started
+
+
+def done(jobs: list[Job]) -> bool:
+    """Every job of the kit's table delivered (a predicate for `EngineKit.wait`)."""
+    return bool(jobs) and all(j.state is JobState.DONE for j in jobs)
+
+
+def failed(jobs: list[Job]) -> bool:
+    """Every job of the kit's table failed (a predicate for `EngineKit.wait`)."""
+    return bool(jobs) and all(j.state is JobState.FAILED for j in jobs)

@@ -20,15 +20,7 @@ from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.store.history import HistoryStore
 from neurocards.store.jobs import Job, JobState
 from neurocards.store.stats import period_stats
-from tests.engine_kit import EngineKit, kill_during_both_sends, running_kit
-
-
-def done(jobs: list[Job]) -> bool:
-    return bool(jobs) and all(j.state is JobState.DONE for j in jobs)
-
-
-def failed(jobs: list[Job]) -> bool:
-    return bool(jobs) and all(j.state is JobState.FAILED for j in jobs)
+from tests.engine_kit import EngineKit, done, failed, kill_during_both_sends, running_kit
 
 
 def outputs(kit: EngineKit) -> list[Path]:

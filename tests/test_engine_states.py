@@ -16,19 +16,11 @@ from PIL import Image
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
 from neurocards.store.jobs import JobMoved, JobState
-from tests.engine_kit import EngineKit, kill_during_both_sends, running_kit
+from tests.engine_kit import EngineKit, done, failed, kill_during_both_sends, running_kit
 
 
 def read_timeout() -> ProviderError:
     return ProviderError("submit: timed out (ReadTimeout)", kind=ErrorKind.TIMEOUT)
-
-
-def done(jobs: list) -> bool:
-    return bool(jobs) and all(j.state is JobState.DONE for j in jobs)
-
-
-def failed(jobs: list) -> bool:
-    return bool(jobs) and all(j.state is JobState.FAILED for j in jobs)
 
 
 async def test_refused_connection_is_retried_blindly(engine_kit: EngineKit) -> None:

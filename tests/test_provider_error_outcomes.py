@@ -18,20 +18,20 @@ from neurocards.jobs.templates import Template, TemplateCatalog
 from neurocards.providers.base import ErrorKind, ProviderError, TaskState, TaskStatus
 from neurocards.services.support import recent_jobs
 from neurocards.store.costs import CostStore
-from neurocards.store.jobs import Job, JobState
-from tests.engine_kit import EngineKit, MemoryProvider, running_kit
+from neurocards.store.jobs import Job
+from tests.engine_kit import EngineKit, MemoryProvider, done, failed, running_kit
 
 
 def out_of_credits(key_id: str | None, text: str = "The current credits are insufficient") -> ProviderError:
     return ProviderError(text, kind=ErrorKind.API, code=402, key_id=key_id)
 
 
-def done(jobs: list) -> bool:
-    return bool(jobs) and all(j.state is JobState.DONE for j in jobs)
-
-
-def failed(jobs: list) -> bool:
-    return bool(jobs) and all(j.state is JobState.FAILED for j in jobs)
+def backup_entry(backup: MemoryProvider, *, cost: int = 10, keys: MemoryProvider | None = None) -> ChainEntry:
+    """A second KIE-like provider behind the main one (the fall-over target)."""
+    return ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=cost, simple=False,
+                      default_model="backup_default", keys=keys, balance=None, callbacks=None,
+                      poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
+                      takes_template_model=True)
 
 
 async def test_a_key_out_of_credits_is_set_aside_and_the_next_key_makes_the_video(engine_kit: EngineKit) -> None:
@@ -262,10 +262,7 @@ async def test_the_operator_answering_a_seller_sees_why_a_job_is_being_retried(e
 async def test_a_job_moved_to_the_backup_provider_gets_the_templates_model_and_the_fair_price(
         tmp_path: Path) -> None:
     backup = MemoryProvider()
-    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=5, simple=False,
-                       default_model="backup_default", keys=None, balance=None, callbacks=None,
-                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
-                       takes_template_model=True)
+    entry = backup_entry(backup, cost=5)
     template = Template("studio", "Студия", "{description} in a studio", "veo3_quality", "9:16", 8)
     async with running_kit(tmp_path, more_entries=(entry,), templates=TemplateCatalog([template]),
                            chain_options={"failures_to_switch": 2, "format_surcharge": {"16:9": 3}}) as kit:
@@ -288,10 +285,7 @@ async def test_a_job_moved_to_the_backup_provider_gets_the_templates_model_and_t
 
 async def test_an_unanswered_create_task_on_kie_is_no_double_payment_risk_on_the_backup(tmp_path: Path) -> None:
     backup = MemoryProvider()
-    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=10, simple=False,
-                       default_model="backup_default", keys=None, balance=None, callbacks=None,
-                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
-                       takes_template_model=True)
+    entry = backup_entry(backup)
     async with running_kit(tmp_path, more_entries=(entry,), chain_options={"failures_to_switch": 2}) as kit:
         skip_waits(kit)
         kit.provider.submit_faults.extend(("after", ProviderError("createTask: timed out", kind=ErrorKind.TIMEOUT))
@@ -308,10 +302,7 @@ async def test_an_unanswered_create_task_on_kie_is_no_double_payment_risk_on_the
 @pytest.mark.parametrize("next_step", ["retry", "fall-over"])
 async def test_a_task_adopted_from_its_callback_meanwhile_is_not_paid_for_twice(tmp_path: Path, next_step: str) -> None:
     backup = MemoryProvider()
-    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=10, simple=False,
-                       default_model="backup_default", keys=None, balance=None, callbacks=None,
-                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
-                       takes_template_model=True)
+    entry = backup_entry(backup)
     more, options = ((), {}) if next_step == "retry" else ((entry,), {"failures_to_switch": 1})
     async with running_kit(tmp_path, callbacks=True, more_entries=more, chain_options=options) as kit:
         kit.provider.submit_faults.append(("after", ProviderError("createTask: timed out", kind=ErrorKind.TIMEOUT)))
@@ -335,10 +326,7 @@ async def test_a_task_adopted_from_its_callback_meanwhile_is_not_paid_for_twice(
 
 async def test_a_backup_failing_in_turn_hands_the_job_back_to_kie_once_its_pause_is_over(tmp_path: Path) -> None:
     backup = MemoryProvider()
-    entry = ChainEntry(name="kie:backup", backend=backup, fixed_model=None, cost=10, simple=False,
-                       default_model="backup_default", keys=backup, balance=None, callbacks=None,
-                       poll_interval_s=0.05, callback_poll_interval_s=0.05, timeout_s=5, cache_uploads=False,
-                       takes_template_model=True)
+    entry = backup_entry(backup, keys=backup)
     options = {"failures_to_switch": 2, "cooldown_s": 0.05}
     async with running_kit(tmp_path, more_entries=(entry,), chain_options=options) as kit:
         unavailable = ProviderError("Service Unavailable", kind=ErrorKind.API, code=503)
