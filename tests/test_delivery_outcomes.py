@@ -278,7 +278,8 @@ async def test_a_kill_while_waiting_out_flood_control_is_no_unsure_send(engine_k
     kit.notifier.delivery_faults.append(DeliveryError(DeliveryErrorKind.RETRY_AFTER, "Too Many Requests",
                                                       retry_after=30))
     [job_id] = await kit.order()
-    await kit.wait(lambda js: kit.metric("neurocards_telegram_send_errors_total", kind="retry_after") == 1)
+    await kit.wait(lambda js: kit.metric("neurocards_telegram_send_errors_total", kind="retry_after") == 1
+                   and not js[0].send_pending)  # the answer is written: the wait has begun
     await kit.restart()  # killed during the 30 s wait: Telegram had answered, nothing went out
     [job] = await kit.wait(lambda js: done(js) and not outputs(kit))
     assert kit.notifier.videos == [job_id] and job.send_unsure == 0

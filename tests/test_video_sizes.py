@@ -1,0 +1,104 @@
+"""How big a finished video may be, how long its upload took, and Telegram's "wait" without a number.
+
+Over the in-memory provider (a result file of any size is written sparse) and a scripted sendVideo:
+what reaches the seller, what is refunded, and what the operator's metrics say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
+from neurocards.store.jobs import Job
+from tests.engine_kit import EngineKit, done, failed, running_kit
+
+MIB = 1024 * 1024
+
+
+def outputs(kit: EngineKit) -> list[Path]:
+    return sorted(kit.config.storage.outputs_dir.glob("*"))
+
+
+def record_sizes(kit: EngineKit) -> list[int]:
+    """The size of each file handed to sendVideo."""
+    sizes: list[int] = []
+    deliver = kit.notifier.deliver_video
+
+    async def measured(job: Job, path: Path | None, *args: object, **kwargs: object) -> str:
+        sizes.append(path.stat().st_size if path is not None else -1)
+        return await deliver(job, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = measured  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_a_result_over_2_gib_is_never_fetched_and_the_seller_is_refunded(engine_kit: EngineKit) -> None:
+    """A small VPS's disk is not filled by one runaway result: the download stops at 2 GiB."""
+    kit = engine_kit
+    kit.provider.result_size = 2 * 1024**3 + 1
+    [job_id] = await kit.order()
+    await kit.wait(failed)
+    assert kit.notifier.videos == [] and outputs(kit) == []
+    assert await kit.users.balance(1) == 100
+    assert any(event[1] == job_id and event[0].startswith("failed:") for event in kit.notifier.events)
+
+
+async def test_a_video_of_exactly_the_upload_limit_is_sent_as_it_is(tmp_path: Path) -> None:
+    async with running_kit(tmp_path, overrides={"telegram": {"max_upload_mb": 1}}) as kit:
+        sizes = record_sizes(kit)
+        kit.provider.result_size = MIB
+        [job_id] = await kit.order()
+        await kit.wait(done)
+        assert kit.notifier.videos == [job_id] and sizes == [MIB]
+        assert await kit.users.balance(1) == 90
+
+
+async def test_a_video_one_byte_over_the_upload_limit_is_never_sent_as_it_is(tmp_path: Path) -> None:
+    """Over the limit it must be shrunk first; this one is not a real video, so it cannot be, and the
+    seller gets the credits back instead of a sendVideo Telegram would refuse."""
+    async with running_kit(tmp_path, overrides={"telegram": {"max_upload_mb": 1}}) as kit:
+        sizes = record_sizes(kit)
+        kit.provider.result_size = MIB + 1
+        [job_id] = await kit.order()
+        await kit.wait(failed)
+        await kit.event(("delivery_failed", job_id))
+        assert sizes == [] and kit.notifier.videos == []
+        assert await kit.users.balance(1) == 100 and outputs(kit) == []
+
+
+async def test_the_upload_time_metric_measures_the_send(engine_kit: EngineKit) -> None:
+    kit = engine_kit
+    deliver = kit.notifier.deliver_video
+
+    async def slow_upload(*args: object, **kwargs: object) -> str:
+        await asyncio.sleep(0.3)
+        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = slow_upload  # type: ignore[method-assign]
+    await kit.order()
+    # Measured right after the database says delivered.
+    await kit.wait(lambda js: done(js) and kit.metric("neurocards_delivery_seconds_count") == 1)
+    assert 0.3 <= kit.metric("neurocards_delivery_seconds_sum") < 10
+
+
+async def test_flood_control_without_a_wait_time_waits_a_second_and_sends_once(engine_kit: EngineKit) -> None:
+    """Telegram's 429 normally says how long to wait; without a number the bot waits one second
+    rather than hammering it (or giving up), and the video arrives once."""
+    kit = engine_kit
+    calls: list[float] = []
+    deliver = kit.notifier.deliver_video
+
+    async def flood_once(*args: object, **kwargs: object) -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise DeliveryError(DeliveryErrorKind.RETRY_AFTER, "Too Many Requests", retry_after=None)
+        return await deliver(*args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = flood_once  # type: ignore[method-assign]
+    [job_id] = await kit.order()
+    await kit.wait(done)
+    assert kit.notifier.videos == [job_id] and len(calls) == 2
+    assert 1.0 <= calls[1] - calls[0] < 1.9
+    assert ("delivery_delayed", job_id) not in kit.notifier.events
