@@ -40,7 +40,8 @@ async def test_a_late_create_answer_without_callbacks_is_a_counted_second_task(h
     user = harness.tg.user(9702)
     harness.kie.answer_delay_s["veoGenerate"] = 1.0
     await launch(user)
-    await harness.wait_jobs(lambda rows: bool(rows) and rows[0]["submit_attempt"] >= 1)
+    # The first createTask is at KIE (its answer already held back), not only on its way there.
+    await harness.wait_jobs(lambda rows: bool(rows) and rows[0]["submit_attempt"] >= 1 and bool(harness.kie.tasks))
     harness.kie.answer_delay_s.clear()  # KIE answers in time again
     await harness.tg.wait_until(lambda: len(videos(user)) == 1, timeout=15)
     await harness.wait_jobs(lambda rows: rows[0]["state"] == "done")
