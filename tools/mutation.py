@@ -74,6 +74,7 @@ class ModuleResult:
     counts: Counter[str]
     equivalent: int  # lines marked `# pragma: no mutate` (the reason is in the same comment)
     survivors: list[str]
+    not_run: list[str]
 
     @property
     def tested(self) -> int:
@@ -90,10 +91,12 @@ def results(modules: list[str]) -> list[ModuleResult]:
         meta = ROOT / "mutants" / (path + ".meta")
         counts: Counter[str] = Counter()
         survivors: list[str] = []
+        not_run: list[str] = []
         if meta.exists():
             for name, code in json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"].items():
                 if code is None:
                     counts["not run"] += 1
+                    not_run.append(name)
                 elif code in KILLED:
                     counts["killed"] += 1
                 elif code in SURVIVED:
@@ -105,7 +108,8 @@ def results(modules: list[str]) -> list[ModuleResult]:
                 else:
                     counts[f"exit {code}"] += 1
         source = (ROOT / path).read_text(encoding="utf-8")
-        out.append(ModuleResult(path, counts, len(re.findall(r"#\s*pragma:\s*no mutate", source)), survivors))
+        out.append(ModuleResult(path, counts, len(re.findall(r"#\s*pragma:\s*no mutate", source)), survivors,
+                                not_run))
     return out
 
 
@@ -160,6 +164,10 @@ def event_only(change: tuple[str, str] | None) -> bool:
     return "event=" in old and EVENT_ARG.sub("", old).strip() == EVENT_ARG.sub("", new).strip()
 
 
+def equivalent_by_rule(change: tuple[str, str] | None, path: str) -> bool:
+    return case_only(change, path) or event_only(change)
+
+
 def report(modules: list[str]) -> int:
     rows = results(modules)
     print("| module | mutants | killed | survived | no tests | equivalent (SQL letter case, event text) | not run |"
@@ -169,19 +177,23 @@ def report(modules: list[str]) -> int:
     listed: list[tuple[str, str, tuple[str, str] | None]] = []
     for r in rows:
         changes = changed_lines(r.path) if (ROOT / "mutants" / r.path).exists() else {}
-        equivalent = [n for n in r.survivors if case_only(changes.get(n), r.path) or event_only(changes.get(n))]
+        equivalent = [n for n in r.survivors if equivalent_by_rule(changes.get(n), r.path)]
+        skipped = [n for n in r.not_run if equivalent_by_rule(changes.get(n), r.path)]  # never run: no need
         real = [n for n in r.survivors if n not in equivalent]
         killed, tested = r.counts["killed"], r.tested - len(equivalent)
         total.update(r.counts)
         total["equivalent"] += len(equivalent)
+        total["skipped"] += len(skipped)
         score = f"{100.0 * killed / tested:.1f} %" if tested else "—"
         print(f"| {r.path} | {sum(r.counts.values())} | {killed} | {r.counts['survived']} |"
-              f" {r.counts['no tests']} | {len(equivalent)} | {r.counts['not run']} | {score} | {r.equivalent} |")
+              f" {r.counts['no tests']} | {len(equivalent) + len(skipped)} | {r.counts['not run'] - len(skipped)} |"
+              f" {score} | {r.equivalent} |")
         listed += [(n, "survivor", changes.get(n)) for n in real]
     tested = total["killed"] + total["survived"] + total["no tests"] - total["equivalent"]
     if tested:
         print(f"\nkilled {total['killed']} of {tested} run, non-equivalent mutants: "
-              f"{100.0 * total['killed'] / tested:.1f} %")
+              f"{100.0 * total['killed'] / tested:.1f} %; equivalent by rule: {total['equivalent']} survived,"
+              f" {total['skipped']} not run; {total['not run'] - total['skipped']} other mutants not run")
     for name, what, change in listed:
         print(f"{what}: {name}" + (f"\n    - {change[0]}\n    + {change[1]}" if change else ""))
     return 0
@@ -202,10 +214,18 @@ def sample_names(modules: list[str], n: int, seed: int | None) -> list[str]:
     return sorted(names[:n])
 
 
-def names_to_run(modules: list[str], *, again: bool) -> list[str]:
-    """The mutants without a result (new or changed functions), and with --again the survivors."""
+def names_to_run(modules: list[str], *, again: bool = False, every: bool = False) -> list[str]:
+    """The mutants without a result (new or changed functions), with --again the survivors too, with
+    --all every one; never those equivalent by rule (SQL letter case, event text): each would cost
+    the whole of its tests and can only survive."""
     wanted = {None} | (SURVIVED | NO_TESTS if again else set())
-    return sorted(name for name, code in exit_codes(modules).items() if code in wanted)
+    changes = {name: change for path in modules if (ROOT / "mutants" / path).exists()
+               for name, change in changed_lines(path).items()}
+    def path_of(name: str) -> str:
+        return next(path for path in modules if name.startswith(module_of(path) + "."))
+
+    return sorted(name for name, code in exit_codes(modules).items()
+                  if (every or code in wanted) and not equivalent_by_rule(changes.get(name), path_of(name)))
 
 
 def prepare(children: int) -> None:
@@ -305,19 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         return check_rules()
     if args.report:
         return report(modules)
-    first_run = not all((ROOT / "mutants" / (m + ".meta")).exists() for m in modules)
     code = 0
-    if args.all or (first_run and not args.sample):
-        # mutmut reruns every mutant it is given by name, results or not.
-        code = mutmut("run", "--max-children", str(args.children), *(module_of(m) + ".*" for m in modules))
+    prepare(args.children)
+    # mutmut reruns every mutant it is given by name, results or not.
+    names = (sample_names(modules, args.sample, args.seed) if args.sample
+             else names_to_run(modules, again=args.again, every=args.all))
+    if names:
+        code = mutmut("run", "--max-children", str(args.children), *names)
     else:
-        prepare(args.children)
-        names = (sample_names(modules, args.sample, args.seed) if args.sample
-                 else names_to_run(modules, again=args.again))
-        if names:
-            code = mutmut("run", "--max-children", str(args.children), *names)
-        else:
-            print("every mutant of these modules has a result (--again: the survivors once more)")
+        print("every mutant of these modules has a result (--again: the survivors once more)")
     check_rules()
     report(modules)
     return code
