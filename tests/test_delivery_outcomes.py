@@ -284,3 +284,29 @@ async def test_a_kill_while_waiting_out_flood_control_is_no_unsure_send(engine_k
     [job] = await kit.wait(lambda js: done(js) and not outputs(kit))
     assert kit.notifier.videos == [job_id] and job.send_unsure == 0
     assert kit.metric("neurocards_telegram_video_resends_total") == 0  # no "maybe two copies" counted
+
+
+async def test_a_graceful_stop_waits_for_every_send_in_flight_not_only_the_first(engine_kit: EngineKit) -> None:
+    """Two videos are uploading when the bot is asked to stop; the first answer comes at once, the
+    second a moment later: both are recorded as delivered, none is left as "maybe sent"."""
+    kit = engine_kit
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    deliver = kit.notifier.deliver_video
+
+    async def slow_delivery(job: Job, *args: object, **kwargs: object) -> str:
+        await gates[job.id].wait()
+        return await deliver(job, *args, **kwargs)  # type: ignore[arg-type]
+
+    kit.notifier.deliver_video = slow_delivery  # type: ignore[method-assign]
+    await kit.order(count=2)
+    await kit.wait(lambda js: len(js) == 2 and all(j.send_pending for j in js))
+    kit.engine.stop_grace_s = 5.0
+    stopping = asyncio.create_task(kit.engine.stop())
+    await asyncio.sleep(0.05)
+    gates[1].set()
+    await asyncio.sleep(0.2)  # the stop must still be waiting for the second upload
+    gates[2].set()
+    await stopping
+    jobs = await kit.wait(lambda js: True)
+    assert [(j.state, j.send_pending) for j in jobs] == [(JobState.DONE, False)] * 2
+    assert sorted(kit.notifier.videos) == [1, 2]
