@@ -13,6 +13,7 @@ from pathlib import Path
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.store.jobs import Job
 from tests.engine_kit import EngineKit, done, failed, running_kit
+from tests.test_faults_delivery import real_mp4
 
 MIB = 1024 * 1024
 
@@ -66,6 +67,20 @@ async def test_a_video_one_byte_over_the_upload_limit_is_never_sent_as_it_is(tmp
         await kit.event(("delivery_failed", job_id))
         assert sizes == [] and kit.notifier.videos == []
         assert await kit.users.balance(1) == 100 and outputs(kit) == []
+
+
+async def test_a_video_over_the_upload_limit_is_shrunk_and_then_sent(tmp_path: Path) -> None:
+    """An order without a chosen format keeps the model's video; one over Telegram's limit is
+    re-encoded to fit, sent, and neither file stays on disk."""
+    big = real_mp4(str(tmp_path / "big.mp4"))
+    assert len(big) > MIB
+    async with running_kit(tmp_path, overrides={"telegram": {"max_upload_mb": 1}}) as kit:
+        sizes = record_sizes(kit)
+        kit.provider.result_content = big
+        [job_id] = await kit.order()
+        [job] = await kit.wait(lambda js: done(js) and not outputs(kit))
+        assert kit.notifier.videos == [job_id] and len(sizes) == 1 and 0 < sizes[0] <= MIB
+        assert job.video_path is None and await kit.users.balance(1) == 90
 
 
 async def test_the_upload_time_metric_measures_the_send(engine_kit: EngineKit) -> None:
