@@ -117,3 +117,32 @@ async def test_flood_control_without_a_wait_time_waits_a_second_and_sends_once(e
     assert kit.notifier.videos == [job_id] and len(calls) == 2
     assert 1.0 <= calls[1] - calls[0] < 1.9
     assert ("delivery_delayed", job_id) not in kit.notifier.events
+
+
+async def test_a_restart_after_the_shrinking_sends_the_shrunk_file_without_fetching_again(tmp_path: Path) -> None:
+    """Killed while the shrunk video was uploading: the restart sends the file already on disk; it
+    neither downloads the video again nor shrinks it a second time."""
+    big = real_mp4(str(tmp_path / "big.mp4"))
+    async with running_kit(tmp_path, overrides={"telegram": {"max_upload_mb": 1}}) as kit:
+        kit.provider.result_content = big
+        downloads: list[str] = []
+        download = kit.provider.download
+
+        async def counted(url: str, dest: Path, max_bytes: int) -> int:
+            downloads.append(url)
+            return await download(url, dest, max_bytes)
+
+        kit.provider.download = counted  # type: ignore[method-assign]
+        deliver = kit.notifier.deliver_video
+
+        async def hanging(*args: object, **kwargs: object) -> str:
+            await asyncio.Event().wait()
+            raise AssertionError("a hanging sendVideo never answers")
+
+        kit.notifier.deliver_video = hanging  # type: ignore[method-assign]
+        [job_id] = await kit.order()
+        await kit.wait(lambda js: js[0].send_pending)
+        kit.notifier.deliver_video = deliver  # type: ignore[method-assign]
+        await kit.restart()
+        await kit.wait(lambda js: done(js) and not outputs(kit))
+        assert kit.notifier.videos == [job_id] and len(downloads) == 1
