@@ -2,7 +2,7 @@
 
     python tools/mutation.py                          # every module of [tool.mutmut] only_mutate
     python tools/mutation.py services/credits.py      # some modules (paths under neurocards/)
-    python tools/mutation.py --sample 30              # a quick look: 30 random mutants
+    python tools/mutation.py --sample 30              # a quick look: 30 random mutants (of those not run yet)
     python tools/mutation.py --again                  # after adding tests: the survivors once more
     python tools/mutation.py --all                    # every mutant again, results kept or not
     python tools/mutation.py --report                 # per-module score of what has run so far
@@ -209,7 +209,9 @@ def exit_codes(modules: list[str]) -> dict[str, int | None]:
 
 
 def sample_names(modules: list[str], n: int, seed: int | None) -> list[str]:
-    names = list(exit_codes(modules))
+    """N random mutants of those without a result (an unbiased estimate of what a run cut short did
+    not reach), or of all mutants once every one has a result."""
+    names = sorted(names_to_run(modules) or exit_codes(modules))
     random.Random(seed).shuffle(names)
     return sorted(names[:n])
 
