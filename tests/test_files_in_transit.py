@@ -1,14 +1,19 @@
-"""How big a finished video may be, how long its upload took, and Telegram's "wait" without a number.
+"""Files on their way: the photo to the provider, the video back and on to Telegram.
 
-Over the in-memory provider (a result file of any size is written sparse) and a scripted sendVideo:
-what reaches the seller, what is refunded, and what the operator's metrics say.
+How big a finished video may be, how long its upload took, Telegram's "wait" without a number, the
+photo's file name at the provider and the upload locks. Over the in-memory provider (a result file
+of any size is written sparse) and a scripted sendVideo: what reaches the seller, what is refunded,
+and what the operator's metrics say.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
+
+from PIL import Image
 
 from neurocards.jobs.notifier import DeliveryError, DeliveryErrorKind
 from neurocards.store.jobs import Job
@@ -146,3 +151,42 @@ async def test_a_restart_after_the_shrinking_sends_the_shrunk_file_without_fetch
         await kit.restart()
         await kit.wait(lambda js: done(js) and not outputs(kit))
         assert kit.notifier.videos == [job_id] and len(downloads) == 1
+
+
+async def _product(kit: EngineKit, name: str, data: bytes) -> int:
+    if await kit.users.get(1) is None:
+        await kit.users.touch(1, username=None, first_name="S", language="ru", welcome_credits=100)
+    photo = kit.tmp / name
+    photo.write_bytes(data)
+    product_id = await kit.products.create(1, "file-id", str(photo))
+    await kit.products.set_description(product_id, "Кружка")
+    return product_id
+
+
+def image(size: tuple[int, int], fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 40, 40)).save(out, fmt)
+    return out.getvalue()
+
+
+async def test_the_photo_reaches_the_provider_named_by_its_own_type(engine_kit: EngineKit) -> None:
+    """The uploaded file keeps the photo's extension (the provider serves it by that type); a photo
+    without one is a JPEG from Telegram; a photo given the chosen shape is re-encoded as JPEG."""
+    kit = engine_kit
+    png = await _product(kit, "shoe.png", image((600, 600), "PNG"))
+    bare = await _product(kit, "photo", image((600, 600), "JPEG"))
+    shaped = await _product(kit, "bag.png", image((600, 600), "PNG"))
+    await kit.order(product_id=png)
+    await kit.order(product_id=bare)
+    await kit.order(product_id=shaped, aspect_ratio="9:16")
+    await kit.wait(done, timeout=15)
+    assert sorted(kit.provider.uploads) == sorted([f"p{png}.png", f"p{bare}.jpg", f"p{shaped}.jpg"])
+
+
+async def test_no_upload_lock_stays_behind_once_a_products_videos_are_made(engine_kit: EngineKit) -> None:
+    """One lock per product while its photo uploads; a bot running for months keeps none of them."""
+    kit = engine_kit
+    await kit.order(count=2)
+    await kit.order(count=1)
+    await kit.wait(lambda js: len(js) == 3 and done(js))
+    assert kit.engine._upload_locks == {}
